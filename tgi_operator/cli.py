@@ -1,0 +1,24 @@
+"""The `tgi-operator` command. Each area contributes its own sub-command group."""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(
+    name="tgi-operator",
+    help="Serve Hugging Face TGI models on Cloud Run GPUs from Kubernetes TGIService resources.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,  # locals may hold tokens
+)
+
+
+def _register() -> None:
+    from tgi_operator.devenv.cli import dev_cluster_app
+
+    app.add_typer(dev_cluster_app, name="dev-cluster")
+
+
+_register()
+
+if __name__ == "__main__":  # pragma: no cover
+    app()
