@@ -1,0 +1,40 @@
+# tgi-operator: the two commands that matter are `make demo` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test test-unit testenv venv crd test-kind clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test,demo]'
+	touch $(STAMP)
+
+venv: $(STAMP)  ## .venv with the package and its test/demo extras
+
+testenv:  ## build (once) or find kube-apiserver and etcd; prints their folder
+	@bash hack/build-testenv.sh
+
+demo: venv testenv  ## the local demo: control plane + emulator + operator + the seed TGIService, end to end
+	$(BIN)/tgi-operator demo $(DEMO_ARGS)
+
+test: venv testenv  ## every test, against a real kube-apiserver + etcd and the Cloud Run emulator
+	KUBEBUILDER_ASSETS="$$(bash hack/build-testenv.sh)" $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-unit: venv  ## pure-function tests only (no control plane)
+	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
+
+crd: venv  ## regenerate the committed CRD from the pydantic models
+	$(BIN)/tgi-operator crd --output crds/tgiservices.tgi-operator.dev.yaml
+
+KIND_CLUSTER ?= tgi-operator-test
+test-kind: venv  ## the same suite against a kind cluster (needs Docker and kind)
+	kind create cluster --name $(KIND_CLUSTER) --config hack/kind.yaml --kubeconfig $(VENV)/kind.kubeconfig
+	TGI_TEST_KUBECONFIG=$(CURDIR)/$(VENV)/kind.kubeconfig $(BIN)/python -m pytest $(PYTEST_ARGS); \
+	  status=$$?; kind delete cluster --name $(KIND_CLUSTER); exit $$status
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis .dev-cluster
