@@ -1,0 +1,88 @@
+"""The Cloud Run Admin API v2, as the reconciler needs it: a thin async adapter.
+
+Only this module and iam.py import google.cloud. Every call has a deadline and no client-side retry: the
+reconciler owns backoff, so a failing call surfaces at once as a classified CloudError (errors.py).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Awaitable, Callable
+from typing import ParamSpec, TypeVar
+
+import grpc
+from google.api_core import exceptions as gexc
+from google.auth.credentials import AnonymousCredentials
+from google.cloud import run_v2
+from google.cloud.run_v2.services.services.transports import ServicesGrpcAsyncIOTransport
+from google.iam.v1 import iam_policy_pb2, policy_pb2
+
+from tgi_operator.errors import classify
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def translate_errors(call: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+    @functools.wraps(call)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return await call(*args, **kwargs)
+        except gexc.GoogleAPICallError as exc:
+            raise classify(exc) from exc
+
+    return wrapper
+
+
+def services_client(endpoint: str | None) -> run_v2.ServicesAsyncClient:
+    """A client for Google's endpoint (ADC / Workload Identity), or for an insecure local one (the emulator)."""
+    if not endpoint:
+        return run_v2.ServicesAsyncClient()
+    transport = ServicesGrpcAsyncIOTransport(channel=grpc.aio.insecure_channel(endpoint), credentials=AnonymousCredentials())
+    return run_v2.ServicesAsyncClient(transport=transport)
+
+
+class CloudRunServices:
+    def __init__(self, client: run_v2.ServicesAsyncClient, timeout: float = 30.0) -> None:
+        self._client = client
+        self._timeout = timeout
+
+    @translate_errors
+    async def get(self, name: str) -> run_v2.Service | None:
+        try:
+            return await self._client.get_service(name=name, retry=None, timeout=self._timeout)
+        except gexc.NotFound:
+            return None
+
+    @translate_errors
+    async def create(self, parent: str, service_id: str, service: run_v2.Service) -> None:
+        """Start the create; the long-running operation is not awaited (readiness is polled with get)."""
+        await self._client.create_service(
+            parent=parent, service_id=service_id, service=service, retry=None, timeout=self._timeout
+        )
+
+    @translate_errors
+    async def update(self, service: run_v2.Service) -> None:
+        """Start an update of the whole service (its etag guards against overwriting a concurrent change)."""
+        await self._client.update_service(
+            request=run_v2.UpdateServiceRequest(service=service), retry=None, timeout=self._timeout
+        )
+
+    @translate_errors
+    async def delete(self, name: str) -> bool:
+        """Start the delete; False when there was nothing to delete."""
+        try:
+            await self._client.delete_service(name=name, retry=None, timeout=self._timeout)
+        except gexc.NotFound:
+            return False
+        return True
+
+    @translate_errors
+    async def get_iam_policy(self, name: str) -> policy_pb2.Policy:
+        request = iam_policy_pb2.GetIamPolicyRequest(resource=name)
+        return await self._client.get_iam_policy(request=request, retry=None, timeout=self._timeout)
+
+    @translate_errors
+    async def set_iam_policy(self, name: str, policy: policy_pb2.Policy) -> policy_pb2.Policy:
+        request = iam_policy_pb2.SetIamPolicyRequest(resource=name, policy=policy)
+        return await self._client.set_iam_policy(request=request, retry=None, timeout=self._timeout)

@@ -1,0 +1,56 @@
+"""IAM Admin service accounts (the invoker service account a TGIService may ask for): a thin async adapter."""
+
+from __future__ import annotations
+
+import grpc
+from google.api_core import exceptions as gexc
+from google.auth.credentials import AnonymousCredentials
+from google.cloud import iam_admin_v1
+from google.cloud.iam_admin_v1.services.iam.transports import IAMGrpcAsyncIOTransport
+
+from tgi_operator.cloudrun import translate_errors
+
+
+def iam_client(endpoint: str | None) -> iam_admin_v1.IAMAsyncClient:
+    if not endpoint:
+        return iam_admin_v1.IAMAsyncClient()
+    transport = IAMGrpcAsyncIOTransport(channel=grpc.aio.insecure_channel(endpoint), credentials=AnonymousCredentials())
+    return iam_admin_v1.IAMAsyncClient(transport=transport)
+
+
+def service_account_email(project: str, account_id: str) -> str:
+    return f"{account_id}@{project}.iam.gserviceaccount.com"
+
+
+class ServiceAccounts:
+    def __init__(self, client: iam_admin_v1.IAMAsyncClient, timeout: float = 30.0) -> None:
+        self._client = client
+        self._timeout = timeout
+
+    @translate_errors
+    async def ensure(self, project: str, account_id: str, display_name: str, description: str) -> str:
+        """Create the account, or find it when a retried create already made it; returns its email."""
+        request = iam_admin_v1.CreateServiceAccountRequest(
+            name=f"projects/{project}",
+            account_id=account_id,
+            service_account=iam_admin_v1.ServiceAccount(display_name=display_name, description=description),
+        )
+        try:
+            created = await self._client.create_service_account(request=request, retry=None, timeout=self._timeout)
+            return created.email
+        except gexc.AlreadyExists:
+            email = service_account_email(project, account_id)
+            found = await self._client.get_service_account(
+                name=f"projects/{project}/serviceAccounts/{email}", retry=None, timeout=self._timeout
+            )
+            return found.email
+
+    @translate_errors
+    async def delete(self, project: str, email: str) -> bool:
+        try:
+            await self._client.delete_service_account(
+                name=f"projects/{project}/serviceAccounts/{email}", retry=None, timeout=self._timeout
+            )
+        except gexc.NotFound:
+            return False
+        return True

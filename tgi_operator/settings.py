@@ -1,0 +1,36 @@
+"""Operator configuration, read from the environment (prefix TGI_OPERATOR_)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+CommaList = Annotated[list[str], NoDecode]  # "a,b" in the environment, not JSON
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TGI_OPERATOR_", extra="ignore")
+
+    cloud_run_endpoint: str | None = Field(
+        None,
+        description="host:port of an insecure gRPC Cloud Run + IAM endpoint (the emulator). "
+        "Unset: Google's endpoints with Application Default Credentials / Workload Identity.",
+    )
+    default_project: str | None = Field(None, description="Project for TGIServices that do not name one.")
+    allowed_projects: CommaList = Field(default_factory=list, description="Comma-separated; empty allows any project.")
+    allowed_regions: CommaList = Field(default_factory=list, description="Comma-separated; empty allows any region.")
+    allow_public_services: bool = Field(False, description="Whether access.public (allUsers invoker) may be granted.")
+    resync_seconds: float = Field(300.0, gt=0, description="How often every service is re-read to correct drift.")
+    model_probe: bool = Field(True, description="Ready also requires the model to answer an authenticated GET /health.")
+    poll_initial_seconds: float = Field(2.0, gt=0, description="First delay when polling a reconciling service.")
+    poll_max_seconds: float = Field(30.0, gt=0, description="Longest delay between polls of a reconciling service.")
+    request_timeout_seconds: float = Field(30.0, gt=0, description="Deadline of one Cloud Run / IAM call.")
+
+    @field_validator("allowed_projects", "allowed_regions", mode="before")
+    @classmethod
+    def _split_commas(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
