@@ -1,0 +1,63 @@
+from __future__ import annotations
+
+import re
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tgi_operator.naming import invoker_account_id, is_owned_by, owner_labels, service_id
+
+CLOUD_RUN_ID = re.compile(r"^[a-z]([a-z0-9-]{0,47}[a-z0-9])?$")
+SA_ID = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
+DNS_LABEL = st.from_regex(r"^[a-z0-9]([a-z0-9-]{0,20}[a-z0-9])?$", fullmatch=True)
+DNS_NAME = st.from_regex(r"^[a-z0-9]([a-z0-9.-]{0,60}[a-z0-9])?$", fullmatch=True)
+
+
+@pytest.mark.parametrize(
+    ("namespace", "name", "expected"),
+    [
+        ("team-a", "llama-8b", "team-a-llama-8b"),  # the design's example: kept readable
+        ("ml", "mistral", "ml-mistral"),
+    ],
+)
+def test_readable_ids_stay_as_they_are(namespace: str, name: str, expected: str) -> None:
+    assert service_id(namespace, name) == expected
+
+
+@pytest.mark.parametrize(
+    ("namespace", "name"),
+    [
+        ("1team", "llama"),  # must start with a letter
+        ("team", "llama.v2"),  # dots are not allowed
+        ("a-very-long-namespace-name-for-the-ml-team", "meta-llama-3-1-8b-instruct-awq"),
+    ],
+)
+def test_changed_ids_get_a_hash_and_follow_cloud_run_rules(namespace: str, name: str) -> None:
+    result = service_id(namespace, name)
+    assert CLOUD_RUN_ID.match(result), result
+    assert result != f"{namespace}-{name}"
+
+
+@given(DNS_LABEL, DNS_NAME)
+def test_every_id_is_valid_and_deterministic(namespace: str, name: str) -> None:
+    result = service_id(namespace, name)
+    assert CLOUD_RUN_ID.match(result), result
+    assert result == service_id(namespace, name)
+
+
+def test_different_objects_that_clean_to_the_same_text_get_different_ids() -> None:
+    assert service_id("team", "llama.v2") != service_id("team", "llama-v2")
+
+
+@given(DNS_LABEL, DNS_NAME)
+def test_invoker_account_ids_follow_iam_rules(namespace: str, name: str) -> None:
+    assert SA_ID.match(invoker_account_id(namespace, name))
+
+
+def test_ownership_needs_every_owner_label() -> None:
+    labels = owner_labels("team-a", "llama.v2")
+    assert is_owned_by(labels, "team-a", "llama.v2")
+    assert not is_owned_by(labels, "team-b", "llama.v2")
+    assert not is_owned_by({k: v for k, v in labels.items() if k != "managed-by"}, "team-a", "llama.v2")
+    assert labels["tgi-operator-name"] == "llama_v2"
