@@ -16,6 +16,7 @@ def _register() -> None:
     from tgi_operator.devenv.cli import dev_cluster_app
 
     app.add_typer(dev_cluster_app, name="dev-cluster")
+    app.command("crd")(__import__("tgi_operator.crd", fromlist=["crd_command"]).crd_command)
 
 
 _register()
