@@ -22,11 +22,14 @@ from typing import Annotated, Any, Union
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StrictInt,
     StrictStr,
+    PlainValidator,
     ValidationError,
+    WithJsonSchema,
     model_validator,
 )
 from pydantic.alias_generators import to_camel
@@ -221,8 +224,8 @@ _PUBLIC_MEMBER_MESSAGE = (
 )
 
 
-def _not_public_member(value: str) -> str:
-    if value in PUBLIC_MEMBERS:
+def _not_public_member(value: Any) -> Any:
+    if isinstance(value, str) and value in PUBLIC_MEMBERS:
         raise ValueError(_PUBLIC_MEMBER_MESSAGE)
     return value
 
@@ -384,8 +387,21 @@ def _resources_rules() -> list[dict[str, Any]]:
     return rules
 
 
+def _int_or_string(value: Any) -> int | str:
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise ValueError("must be an integer or a string (a Kubernetes quantity)")
+    if isinstance(value, str) and len(value) > QUANTITY_MAX_LENGTH:
+        raise ValueError(f"must be at most {QUANTITY_MAX_LENGTH} characters")
+    return value
+
+
+QUANTITY_MAX_LENGTH = 32
 # A Kubernetes quantity as YAML gives it: 8 or "8", "32Gi" (x-kubernetes-int-or-string in the CRD).
-Quantity = Union[StrictInt, Annotated[StrictStr, Field(max_length=32)]]
+Quantity = Annotated[
+    Union[int, str],
+    PlainValidator(_int_or_string),
+    WithJsonSchema({"anyOf": [{"type": "integer"}, {"type": "string", "maxLength": QUANTITY_MAX_LENGTH}]}),
+]
 
 
 class GpuSpec(_Model):
@@ -524,7 +540,7 @@ class AccessSpec(_Model):
                         )
                     )
                 ),
-                AfterValidator(_not_public_member),
+                BeforeValidator(_not_public_member),  # before the format check: the clearer message
             ]
         ],
         Field(
