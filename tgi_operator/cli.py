@@ -16,7 +16,9 @@ def _register() -> None:
     from tgi_operator.devenv.cli import dev_cluster_app
 
     app.add_typer(dev_cluster_app, name="dev-cluster")
+    app.command("run")(__import__("tgi_operator.run_cli", fromlist=["run"]).run)
     app.command("crd")(__import__("tgi_operator.crd", fromlist=["crd_command"]).crd_command)
+    app.add_typer(__import__("tgi_operator.emulator.cli", fromlist=["emulator_app"]).emulator_app, name="emulator")
 
 
 _register()

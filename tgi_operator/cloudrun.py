@@ -86,3 +86,6 @@ class CloudRunServices:
     async def set_iam_policy(self, name: str, policy: policy_pb2.Policy) -> policy_pb2.Policy:
         request = iam_policy_pb2.SetIamPolicyRequest(resource=name, policy=policy)
         return await self._client.set_iam_policy(request=request, retry=None, timeout=self._timeout)
+
+    async def close(self) -> None:
+        await self._client.transport.close()

@@ -54,3 +54,6 @@ class ServiceAccounts:
         except gexc.NotFound:
             return False
         return True
+
+    async def close(self) -> None:
+        await self._client.transport.close()

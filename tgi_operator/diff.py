@@ -1,0 +1,118 @@
+"""Pure: which owned fields of a Cloud Run service differ from what the spec renders.
+
+Only what render.py sets is compared; fields Cloud Run fills or defaults (uid, etag, timestamps, generation,
+conditions, the default service account, the request timeout, client annotations, ...) are ignored, so a
+freshly read service that matches the spec yields no difference and causes no write.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from google.cloud import run_v2
+
+from tgi_operator.naming import MANAGED_BY, OWNER_LABELS
+
+# Annotation/label namespaces only Cloud Run may write (v2 refuses them in a request).
+RESERVED_PREFIXES = ("run.googleapis.com/", "cloud.googleapis.com/", "serving.knative.dev/", "autoscaling.knative.dev/")
+
+
+def copy(service: run_v2.Service) -> run_v2.Service:
+    """A deep copy (proto-plus shares the protobuf when one message is built from another)."""
+    return run_v2.Service.deserialize(run_v2.Service.serialize(service))
+
+
+def _drop_reserved(mapping) -> None:
+    for key in [k for k in mapping if k.startswith(RESERVED_PREFIXES)]:
+        mapping.pop(key)
+
+
+def _container(service: run_v2.Service) -> run_v2.Container:
+    containers = list(service.template.containers)
+    return containers[0] if containers else run_v2.Container()
+
+
+def _env(container: run_v2.Container) -> list[tuple[str, str, str, str]]:
+    out = []
+    for e in container.env:
+        ref = e.value_source.secret_key_ref
+        out.append((e.name, e.value, ref.secret, ref.version))
+    return out
+
+
+def _probe(container: run_v2.Container) -> tuple[Any, ...]:
+    p = container.startup_probe
+    return (p.http_get.path, p.http_get.port, p.initial_delay_seconds, p.period_seconds, p.timeout_seconds, p.failure_threshold)
+
+
+def _suspended(service: run_v2.Service) -> bool:
+    s = service.scaling
+    return s.scaling_mode == run_v2.ServiceScaling.ScalingMode.MANUAL and s.manual_instance_count == 0
+
+
+def owned_fields(service: run_v2.Service, desired: run_v2.Service) -> dict[str, Any]:
+    """The fields the operator owns, flattened to comparable values. Labels and annotations: only the keys
+    the desired service sets (others belong to whoever added them)."""
+    container, template = _container(service), service.template
+    return {
+        "labels": {k: service.labels.get(k) for k in desired.labels},
+        "annotations": {k: service.annotations.get(k) for k in desired.annotations},
+        "description": service.description,
+        "ingress": service.ingress,
+        "invokerIamDisabled": service.invoker_iam_disabled,
+        "suspended": _suspended(service),
+        "template.containers": len(template.containers),
+        "template.labels": {k: template.labels.get(k) for k in desired.template.labels},
+        "template.scaling.minInstanceCount": template.scaling.min_instance_count,
+        "template.scaling.maxInstanceCount": template.scaling.max_instance_count,
+        "template.maxInstanceRequestConcurrency": template.max_instance_request_concurrency,
+        "template.nodeSelector.accelerator": template.node_selector.accelerator,
+        "template.gpuZonalRedundancyDisabled": template.gpu_zonal_redundancy_disabled,
+        "template.containers[0].image": container.image,
+        "template.containers[0].args": list(container.args),
+        "template.containers[0].env": _env(container),
+        "template.containers[0].ports": [p.container_port for p in container.ports],
+        "template.containers[0].resources.limits": dict(container.resources.limits),
+        "template.containers[0].resources.cpuIdle": container.resources.cpu_idle,
+        "template.containers[0].resources.startupCpuBoost": container.resources.startup_cpu_boost,
+        "template.containers[0].startupProbe": _probe(container),
+    }
+
+
+def diff(desired: run_v2.Service, observed: run_v2.Service) -> list[str]:
+    """The owned fields whose observed value differs from the desired one (empty: nothing to update)."""
+    want, have = owned_fields(desired, desired), owned_fields(observed, desired)
+    changed = [field for field, value in want.items() if have[field] != value]
+    # An unset runtime identity means "Cloud Run's default", which the server fills in.
+    if desired.template.service_account and observed.template.service_account != desired.template.service_account:
+        changed.append("template.serviceAccount")
+    return changed
+
+
+def merge_for_update(desired: run_v2.Service, observed: run_v2.Service) -> run_v2.Service:
+    """What to send in UpdateService: the desired service, keeping labels and annotations others own
+    and the observed etag (so a concurrent change is refused rather than overwritten)."""
+    update = copy(desired)
+    update.name = observed.name
+    update.etag = observed.etag
+    for key, value in observed.labels.items():
+        update.labels.setdefault(key, value)
+    for key, value in observed.annotations.items():
+        update.annotations.setdefault(key, value)
+    _drop_reserved(update.labels)
+    _drop_reserved(update.annotations)
+    return update
+
+
+def without_owner(observed: run_v2.Service) -> run_v2.Service:
+    """The service as Retain leaves it: the same, minus the labels and annotation that claimed it."""
+    released = copy(observed)
+    _drop_reserved(released.labels)
+    _drop_reserved(released.annotations)
+    for key in (MANAGED_BY[0], *OWNER_LABELS):
+        released.labels.pop(key, None)
+        released.template.labels.pop(key, None)
+    for key in list(released.annotations):
+        if key.startswith("tgi-operator.dev/"):
+            released.annotations.pop(key)
+    return released

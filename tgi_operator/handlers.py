@@ -1,0 +1,171 @@
+"""kopf wiring only: when to run a reconcile pass, and how its outcome reaches Kubernetes.
+
+- create / update (of spec) / resume: a pass right away;
+- a timer ticks every `poll_initial_seconds` but only runs a pass when this object's next check is due:
+  soon (with backoff) while Cloud Run deploys or the model loads, every `resync_seconds` once Ready
+  (drift correction), so the steady state costs one read and no write;
+- delete: the finalizer stays until the service is deleted (or released, with Retain).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import time
+from typing import Any
+
+import kopf
+
+from tgi_operator import API_GROUP, API_VERSION, PLURAL
+from tgi_operator.cloudrun import CloudRunServices, services_client
+from tgi_operator.errors import PermanentCloudError, TransientCloudError
+from tgi_operator.iam import ServiceAccounts, iam_client
+from tgi_operator.models import TGIServiceStatus
+from tgi_operator.probe import ModelProbe
+from tgi_operator.reconcile import Adapters, Event, ObjectRef, Outcome, finalize, reconcile
+from tgi_operator.settings import Settings
+
+RESOURCE = (API_GROUP, API_VERSION, PLURAL)
+CONFIG = Settings()
+log = logging.getLogger("tgi_operator")
+
+
+@kopf.on.startup()
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    # kopf's bookkeeping lives under our own prefix, and only in annotations (status is ours).
+    settings.persistence.finalizer = f"{API_GROUP}/finalizer"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=API_GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=API_GROUP)
+    settings.posting.level = logging.WARNING  # we post our own Normal events; kopf adds its warnings
+    settings.execution.max_workers = 4
+    memo.config = CONFIG
+    memo.adapters = Adapters(
+        services=CloudRunServices(services_client(CONFIG.cloud_run_endpoint), CONFIG.request_timeout_seconds),
+        accounts=ServiceAccounts(iam_client(CONFIG.cloud_run_endpoint), CONFIG.request_timeout_seconds),
+        probe=ModelProbe(),
+    )
+    target = CONFIG.cloud_run_endpoint or "Google Cloud (Application Default Credentials)"
+    log.info("tgi-operator started: Cloud Run at %s, resync every %ss, model probe %s",
+             target, CONFIG.resync_seconds, "on" if CONFIG.model_probe else "off")
+
+
+@kopf.on.probe(id="cloud")
+def cloud_target(memo: kopf.Memo, **_: Any) -> str:
+    return memo.config.cloud_run_endpoint or "google"
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+def _ref(body: kopf.Body) -> ObjectRef:
+    return ObjectRef(
+        namespace=body.metadata.namespace, name=body.metadata.name, generation=body.metadata.get("generation", 0),
+        spec=body.get("spec", {}), status=body.get("status", {}),
+    )
+
+
+def _lock(memo: kopf.Memo) -> asyncio.Lock:
+    if "lock" not in memo:
+        memo.lock = asyncio.Lock()
+    return memo.lock
+
+
+def _post(body: kopf.Body, events: list[Event]) -> None:
+    for event in events:
+        kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+
+
+def _status_patch(current: dict[str, Any], outcome: Outcome) -> dict[str, Any] | None:
+    """The merge patch for .status, or None when nothing we own changed (steady state writes nothing)."""
+    new = outcome.status.to_k8s()
+    old = TGIServiceStatus.model_validate(current).to_k8s()
+    if new == old:
+        return None
+    return {**{key: None for key in old if key not in new}, **new}
+
+
+def _schedule(memo: kopf.Memo, outcome: Outcome) -> None:
+    """When this object's timer should run its next pass."""
+    a, cfg = outcome.assessment, memo.config
+    if a.ready or (a.stalled and a.reason != "RevisionFailed"):
+        memo.attempt, delay = 0, cfg.resync_seconds
+    else:  # deploying, waiting for the model, or a failed revision to redeploy: back off, then check again
+        memo.attempt = memo.get("attempt", 0) + 1
+        ceiling = cfg.resync_seconds if a.stalled else cfg.poll_max_seconds
+        delay = min(cfg.poll_initial_seconds * 2 ** (memo.attempt - 1), ceiling)
+    memo.redeploy_failed = a.stalled and a.reason == "RevisionFailed"
+    memo.next_check = time.monotonic() + delay
+
+
+async def _pass(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, *, redeploy_failed: bool) -> None:
+    async with _lock(memo):
+        outcome = await reconcile(_ref(body), memo.adapters, memo.config, now=_now(), redeploy_failed=redeploy_failed)
+    status_patch = _status_patch(dict(body.get("status", {})), outcome)
+    if status_patch:
+        patch.status.update(status_patch)
+    _post(body, outcome.events)
+    _schedule(memo, outcome)
+
+
+@kopf.on.resume(*RESOURCE)
+@kopf.on.create(*RESOURCE)
+@kopf.on.update(*RESOURCE, field="spec")
+async def apply(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
+    try:
+        await _pass(body, patch, memo, redeploy_failed=True)
+    except TransientCloudError as exc:
+        memo.next_check = time.monotonic() + CONFIG.poll_max_seconds
+        raise kopf.TemporaryError(f"Cloud Run is unavailable, retrying: {exc}", delay=exc.retry_after or CONFIG.poll_initial_seconds * 2) from exc
+
+
+@kopf.timer(*RESOURCE, interval=min(CONFIG.poll_initial_seconds, 1.0), initial_delay=1.0)
+async def poll(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
+    if time.monotonic() < memo.get("next_check", 0.0):
+        return
+    try:
+        await _pass(body, patch, memo, redeploy_failed=memo.get("redeploy_failed", False))
+    except TransientCloudError as exc:
+        memo.attempt = memo.get("attempt", 0) + 1
+        delay = exc.retry_after or min(CONFIG.poll_initial_seconds * 2 ** memo.attempt, CONFIG.poll_max_seconds)
+        memo.next_check = time.monotonic() + delay
+        logger.warning("Cloud Run is unavailable (%s); next check in %.0fs", exc, delay)
+
+
+@kopf.on.delete(*RESOURCE)
+async def delete(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -> None:
+    if retry == 0:
+        _post(body, [Event("Normal", "Deleting", f"deletionPolicy {body.get('spec', {}).get('deletionPolicy', 'Delete')}")])
+    try:
+        async with _lock(memo):
+            events = await finalize(_ref(body), memo.adapters, memo.config)
+    except TransientCloudError as exc:
+        raise kopf.TemporaryError(f"Cloud Run is unavailable; the finalizer stays: {exc}",
+                                  delay=exc.retry_after or min(CONFIG.poll_initial_seconds * 2 ** retry, CONFIG.poll_max_seconds)) from exc
+    except PermanentCloudError as exc:
+        _post(body, [Event("Warning", exc.reason, f"cannot clean up: {exc.message}")])
+        raise kopf.TemporaryError(f"cannot clean up ({exc}); the finalizer stays until this is fixed",
+                                  delay=CONFIG.resync_seconds) from exc
+    _post(body, events)
+
+
+@kopf.on.cleanup()
+async def close(memo: kopf.Memo, **_: Any) -> None:
+    adapters: Adapters | None = memo.get("adapters")
+    if adapters:
+        await adapters.services.close()
+        await adapters.accounts.close()
+
+
+def run_operator(*, namespaces: list[str], all_namespaces: bool, liveness_port: int | None,
+                 verbose: bool = False, json_logs: bool = False) -> None:
+    """Run kopf with these handlers until SIGINT/SIGTERM. Standalone: one operator replica, no peering."""
+    kopf.configure(verbose=verbose, log_format=kopf.LogFormat.JSON if json_logs else kopf.LogFormat.FULL)
+    liveness = f"http://0.0.0.0:{liveness_port}/healthz" if liveness_port else None
+    kopf.run(
+        standalone=True,
+        clusterwide=all_namespaces,
+        namespaces=namespaces,
+        liveness_endpoint=liveness,
+    )

@@ -1,0 +1,153 @@
+"""Pure: a TGIService spec to the Cloud Run service and the invoker members it should have.
+
+The seed deployment this reproduces:
+  gcloud beta run deploy SERVICE --image=TGI_DLC \
+    --args="--model-id=hugging-quants/Meta-Llama-3.1-8B-Instruct-AWQ-INT4,--quantize=awq,--max-concurrent-requests=64" \
+    --port=8080 --cpu=8 --memory=32Gi --no-cpu-throttling --gpu=1 --gpu-type=nvidia-l4 \
+    --max-instances=3 --concurrency=64 --region=us-central1 --no-allow-unauthenticated
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from google.cloud import run_v2
+
+from tgi_operator.models import CONTAINER_PORT, TGIServiceSpec
+from tgi_operator.naming import invoker_account_id, owner_labels, service_id
+
+CONTAINER_NAME = "tgi"
+INVOKER_ROLE = "roles/run.invoker"
+PUBLIC_MEMBER = "allUsers"
+# The invoker members this object granted, kept on the service itself so that a member dropped from the
+# spec is revoked even after an operator restart, and members granted by others are never touched.
+INVOKERS_ANNOTATION = "tgi-operator.dev/invokers"
+
+# Downloading and loading weights takes minutes on a cold instance: TGI answers /health only once the model
+# is in GPU memory. 10 s x 180 = up to 30 minutes before Cloud Run gives up on the revision.
+STARTUP_PROBE = {"period_seconds": 10, "timeout_seconds": 5, "failure_threshold": 180, "initial_delay_seconds": 0}
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a TGIService lands in Cloud Run."""
+
+    project: str
+    region: str
+    service_id: str
+
+    @property
+    def parent(self) -> str:
+        return f"projects/{self.project}/locations/{self.region}"
+
+    @property
+    def name(self) -> str:
+        return f"{self.parent}/services/{self.service_id}"
+
+
+def target(namespace: str, name: str, spec: TGIServiceSpec, default_project: str | None) -> Target:
+    project = spec.project or default_project
+    if not project:
+        raise ValueError("spec.project is unset and the operator has no default project (TGI_OPERATOR_DEFAULT_PROJECT)")
+    return Target(project, spec.region, service_id(namespace, name))
+
+
+def launcher_args(spec: TGIServiceSpec) -> list[str]:
+    """TGI launcher flags, in a stable order (a reordering would be a spurious diff and a new revision)."""
+    model = spec.model
+    args = [f"--model-id={model.id}"]
+    if model.revision:
+        args.append(f"--revision={model.revision}")
+    if model.quantize:
+        args.append(f"--quantize={model.quantize.value}")
+    if model.dtype:
+        args.append(f"--dtype={model.dtype.value}")
+    args.append(f"--max-concurrent-requests={spec.scaling.concurrency}")
+    for flag, value in (
+        ("--max-input-tokens", model.max_input_tokens),
+        ("--max-total-tokens", model.max_total_tokens),
+        ("--max-batch-prefill-tokens", model.max_batch_prefill_tokens),
+    ):
+        if value is not None:
+            args.append(f"{flag}={value}")
+    return args
+
+
+def _env(spec: TGIServiceSpec) -> list[run_v2.EnvVar]:
+    env = [run_v2.EnvVar(name=e.name, value=e.value) for e in spec.env]
+    secret = spec.model.hf_token_secret
+    if secret:  # a reference Cloud Run resolves at start-up: the token never passes through the operator
+        env.append(run_v2.EnvVar(
+            name="HF_TOKEN",
+            value_source=run_v2.EnvVarSource(
+                secret_key_ref=run_v2.SecretKeySelector(secret=secret.secret, version=secret.version)
+            ),
+        ))
+    return env
+
+
+def _memory(spec: TGIServiceSpec) -> str:
+    """Cloud Run wants memory as <n>Gi/<n>Mi; normalise any Kubernetes notation to the largest exact unit."""
+    size = spec.resources.memory_bytes()
+    for unit, factor in (("Gi", 1024**3), ("Mi", 1024**2), ("Ki", 1024)):
+        if size % factor == 0:
+            return f"{size // factor}{unit}"
+    return str(size)
+
+
+def invoker_service_account(namespace: str, name: str, project: str) -> str:
+    return f"{invoker_account_id(namespace, name)}@{project}.iam.gserviceaccount.com"
+
+
+def invoker_members(namespace: str, name: str, spec: TGIServiceSpec, project: str) -> list[str]:
+    """Every member this object wants to hold roles/run.invoker, sorted (a stable annotation value)."""
+    members = set(spec.access.invokers)
+    if spec.access.create_invoker_service_account:
+        members.add(f"serviceAccount:{invoker_service_account(namespace, name, project)}")
+    if spec.access.public:
+        members.add(PUBLIC_MEMBER)
+    return sorted(members)
+
+
+def render_service(namespace: str, name: str, spec: TGIServiceSpec, where: Target) -> run_v2.Service:
+    """The whole desired Cloud Run service. Fields left unset are Cloud Run's to default."""
+    resources = spec.resources
+    container = run_v2.Container(
+        name=CONTAINER_NAME,
+        image=spec.image,
+        args=launcher_args(spec),
+        env=_env(spec),
+        ports=[run_v2.ContainerPort(name="http1", container_port=CONTAINER_PORT)],
+        resources=run_v2.ResourceRequirements(
+            limits={"cpu": str(resources.cpu_count()), "memory": _memory(spec), "nvidia.com/gpu": str(resources.gpu.count)},
+            cpu_idle=False,  # --no-cpu-throttling: required with a GPU
+            startup_cpu_boost=True,
+        ),
+        startup_probe=run_v2.Probe(
+            http_get=run_v2.HTTPGetAction(path="/health", port=CONTAINER_PORT), **STARTUP_PROBE
+        ),
+    )
+    template = run_v2.RevisionTemplate(
+        containers=[container],
+        scaling=run_v2.RevisionScaling(
+            min_instance_count=spec.scaling.min_instances, max_instance_count=spec.scaling.max_instances
+        ),
+        max_instance_request_concurrency=spec.scaling.concurrency,
+        service_account=spec.service_account or "",
+        node_selector=run_v2.NodeSelector(accelerator=resources.gpu.type.value),
+        gpu_zonal_redundancy_disabled=not resources.gpu.zonal_redundancy,
+        labels=owner_labels(namespace, name),
+    )
+    service = run_v2.Service(
+        description=f"Hugging Face TGI serving {spec.model.id} for TGIService {namespace}/{name}",
+        labels=owner_labels(namespace, name),
+        annotations={INVOKERS_ANNOTATION: ",".join(invoker_members(namespace, name, spec, where.project))},
+        ingress=run_v2.IngressTraffic.INGRESS_TRAFFIC_ALL,
+        invoker_iam_disabled=False,  # every request is checked against run.invoker
+        template=template,
+    )
+    if spec.suspend:
+        # Manual scaling to zero instances: explicit, unlike max_instance_count=0 which proto3 reads as "unset".
+        service.scaling = run_v2.ServiceScaling(scaling_mode=run_v2.ServiceScaling.ScalingMode.MANUAL, manual_instance_count=0)
+    return service
+

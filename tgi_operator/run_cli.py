@@ -1,0 +1,21 @@
+"""`tgi-operator run`: the operator process."""
+
+from __future__ import annotations
+
+import typer
+
+
+def run(
+    all_namespaces: bool = typer.Option(False, "--all-namespaces", "-A", help="Watch TGIServices in every namespace."),
+    namespace: list[str] = typer.Option([], "--namespace", "-n", help="Watch only this namespace (repeatable; globs allowed)."),
+    liveness_port: int = typer.Option(0, help="Serve GET /healthz on this port (0: off)."),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+    json_logs: bool = typer.Option(False, "--json-logs", help="One JSON object per log line."),
+) -> None:
+    """Run the operator (configuration from TGI_OPERATOR_* variables; see settings.py)."""
+    if not all_namespaces and not namespace:
+        raise typer.BadParameter("pass --all-namespaces or at least one --namespace")
+    from tgi_operator.handlers import run_operator  # imported here: it reads the settings at import
+
+    run_operator(namespaces=namespace, all_namespaces=all_namespaces, liveness_port=liveness_port or None,
+                 verbose=verbose, json_logs=json_logs)
