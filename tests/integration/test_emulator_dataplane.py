@@ -181,7 +181,8 @@ def test_private_service_answers_like_cloud_run(emulator: Emulator) -> None:
         assert (info["model_id"], info["max_concurrent_requests"]) == (MODEL, 64)
         assert (info["max_input_tokens"], info["max_total_tokens"]) == (4096, 8192)
 
-    health = requests.get(uri + "/health", headers={"X-Serverless-Authorization": f"Bearer {emulator.issuer.mint(INVOKER, uri)}"}, timeout=10)  # fmt: skip
+    serverless = {"X-Serverless-Authorization": f"Bearer {emulator.issuer.mint(INVOKER, uri)}"}
+    health = requests.get(uri + "/health", headers={**serverless, **bearer("app-level")}, timeout=10)
     assert (health.status_code, health.text) == (200, "")
 
 
@@ -227,9 +228,11 @@ def test_metadata_server_surface(emulator: Emulator) -> None:
     assert ping.status_code == 200 and ping.headers["Metadata-Flavor"] == "Google"
 
     assert requests.get(sa + "/identity?audience=x", timeout=10).status_code == 403
-    assert requests.get(sa + "/identity?audience=x", headers={**flavor, "X-Forwarded-For": "1.2.3.4"}, timeout=10).status_code == 403  # fmt: skip
+    proxied = {**flavor, "X-Forwarded-For": "1.2.3.4"}
+    assert requests.get(sa + "/identity?audience=x", headers=proxied, timeout=10).status_code == 403
     assert requests.get(sa + "/identity", headers=flavor, timeout=10).status_code == 400
-    assert requests.get(base + "/computeMetadata/v1/instance/service-accounts/nobody@x/email", headers=flavor, timeout=10).status_code == 404  # fmt: skip
+    unknown_account = base + "/computeMetadata/v1/instance/service-accounts/nobody@x/email"
+    assert requests.get(unknown_account, headers=flavor, timeout=10).status_code == 404
 
     info = requests.get(sa + "/", params={"recursive": "true"}, headers=flavor, timeout=10)
     assert info.json()["email"] == OPERATOR and "default" in info.json()["aliases"]
@@ -240,7 +243,8 @@ def test_metadata_server_surface(emulator: Emulator) -> None:
 
     # The identity the metadata server mints for can change at runtime.
     emulator.call(setattr, emulator.identity, "email", INVOKER)
-    token = requests.get(sa + "/identity", params={"audience": "http://a", "format": "full"}, headers=flavor, timeout=10).text  # fmt: skip
+    full = {"audience": "http://a", "format": "full"}
+    token = requests.get(sa + "/identity", params=full, headers=flavor, timeout=10).text
     assert emulator.issuer.verify(token, "http://a") == INVOKER
     by_email = requests.get(f"{base}/computeMetadata/v1/instance/service-accounts/{INVOKER}/identity",
                             params={"audience": "http://a"}, headers=flavor, timeout=10)  # fmt: skip
@@ -254,7 +258,9 @@ def test_concurrency_beyond_the_service_limit_is_429(emulator: Emulator) -> None
     body = {"inputs": "Hello", "parameters": {"max_new_tokens": 2}}
     emulator.call(emulator.dataplane.hold, name)
     with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
-        parked = [pool.submit(requests.post, uri + "/generate", json=body, headers=headers, timeout=30) for _ in range(2)]
+        parked = [
+            pool.submit(requests.post, uri + "/generate", json=body, headers=headers, timeout=30) for _ in range(2)
+        ]
         emulator.wait_in_flight(name, 2)
         rejected = requests.post(uri + "/generate", json=body, headers=headers, timeout=10)
         assert rejected.status_code == 429
@@ -319,7 +325,8 @@ def test_openai_chat_completion_through_the_url(emulator: Emulator) -> None:
     assert again.choices[0].message.content == reply.choices[0].message.content
 
     streamed = client.chat.completions.create(model="tgi", messages=messages, max_tokens=64, stream=True)
-    assert "".join(chunk.choices[0].delta.content or "" for chunk in streamed if chunk.choices) == reply.choices[0].message.content  # fmt: skip
+    pieces = [chunk.choices[0].delta.content or "" for chunk in streamed if chunk.choices]
+    assert "".join(pieces) == reply.choices[0].message.content
 
     short = client.chat.completions.create(model="tgi", messages=messages, max_tokens=2)
     assert short.choices[0].finish_reason == "length" and short.usage.completion_tokens == 2
@@ -365,4 +372,5 @@ def test_republish_updates_in_place_and_withdraw_frees_the_port(emulator: Emulat
 def test_unknown_paths_are_behind_the_auth_check(emulator: Emulator) -> None:
     uri = emulator.publish("paths", Members(INVOKER))
     assert requests.get(uri + "/nope", timeout=10).status_code == 403
-    assert requests.get(uri + "/nope", headers=bearer(emulator.issuer.mint(INVOKER, uri)), timeout=10).status_code == 404
+    token = emulator.issuer.mint(INVOKER, uri)
+    assert requests.get(uri + "/nope", headers=bearer(token), timeout=10).status_code == 404

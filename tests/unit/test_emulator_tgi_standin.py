@@ -177,11 +177,13 @@ def test_chat_completion_is_openai_shaped() -> None:
     assert choice["message"] == {"role": "assistant", "content": generation.text}
     assert choice["finish_reason"] == "length"
     prompt_tokens = count_tokens(chat_prompt(body["messages"]))
-    assert document["usage"] == {"prompt_tokens": prompt_tokens, "completion_tokens": 4, "total_tokens": prompt_tokens + 4}
+    usage = {"prompt_tokens": prompt_tokens, "completion_tokens": 4, "total_tokens": prompt_tokens + 4}
+    assert document["usage"] == usage
 
 
 def test_chat_accepts_content_parts_and_max_completion_tokens() -> None:
-    parts = {"messages": [{"role": "user", "content": [{"type": "text", "text": "Hi there"}]}], "max_completion_tokens": 2}
+    content = [{"type": "text", "text": "Hi there"}]
+    parts = {"messages": [{"role": "user", "content": content}], "max_completion_tokens": 2}
     plain = {"messages": [{"role": "user", "content": "Hi there"}], "max_tokens": 2}
     assert chat_completion(CONFIG, parts, 0)[1]["choices"] == chat_completion(CONFIG, plain, 0)[1]["choices"]
 

@@ -517,7 +517,9 @@ class TGIStandIn:
     async def _completions(self, request: web.Request) -> web.StreamResponse:
         return await self._serve(request, stream_default=None, kind="completion")
 
-    async def _serve(self, request: web.Request, stream_default: bool | None, kind: str = "generate") -> web.StreamResponse:
+    async def _serve(
+        self, request: web.Request, stream_default: bool | None, kind: str = "generate"
+    ) -> web.StreamResponse:
         """Admission (TGI's own max_concurrent_requests), validation, the test delay, then the answer."""
         self._count("tgi_request_count")
         try:
