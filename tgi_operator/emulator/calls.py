@@ -1,0 +1,93 @@
+"""Call accounting and fault injection around every gRPC method.
+
+Counts are kept per full method name (`google.cloud.run.v2.Services/CreateService`) and status
+code name (`OK`, `NOT_FOUND`, ...). A fault is matched by full method name or by bare method name
+(`CreateService`), fires before the handler runs and is counted under the code it injects.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections import defaultdict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from grpc_status import rpc_status
+
+from tgi_operator.emulator.errors import ApiError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Fault:
+    method: str
+    code: grpc.StatusCode
+    count: int | None = None  # fail the next `count` calls ...
+    rate: float | None = None  # ... or each call with this probability
+    message: str = "Injected fault (emulator)."
+
+    def matches(self, method: str) -> bool:
+        return self.method in (method, method.rsplit("/", 1)[-1])
+
+    def to_json(self) -> dict[str, Any]:
+        return {"method": self.method, "code": self.code.name, "count": self.count, "rate": self.rate, "message": self.message}
+
+
+@dataclass
+class CallLog:
+    counts: dict[str, dict[str, int]] = field(default_factory=lambda: defaultdict(lambda: defaultdict(int)))
+    faults: list[Fault] = field(default_factory=list)
+    rng: random.Random = field(default_factory=random.Random)
+
+    def record(self, method: str, code: grpc.StatusCode) -> None:
+        self.counts[method][code.name] += 1
+
+    def snapshot(self) -> dict[str, dict[str, int]]:
+        return {m: dict(codes) for m, codes in sorted(self.counts.items())}
+
+    def reset(self) -> None:
+        self.counts.clear()
+
+    def next_fault(self, method: str) -> Fault | None:
+        """The fault that fires on this call, consuming one use of a counted fault."""
+        for fault in list(self.faults):
+            if not fault.matches(method):
+                continue
+            if fault.count is not None:
+                fault.count -= 1
+                if fault.count <= 0:
+                    self.faults.remove(fault)
+                return fault
+            if fault.rate is not None and self.rng.random() < fault.rate:
+                return fault
+        return None
+
+
+Handler = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
+
+
+def accounted(calls: CallLog, method: str, handler: Handler) -> Handler:
+    """Wrap `handler`: inject a due fault, translate ApiError to a rich status, count the outcome."""
+
+    async def run(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            fault = calls.next_fault(method)
+            if fault is not None:
+                raise ApiError(fault.code, fault.message)
+            response = await handler(request, context)
+        except ApiError as error:
+            calls.record(method, error.code)
+            await context.abort_with_status(rpc_status.to_status(error.to_status()))
+            raise  # unreachable: abort_with_status raises
+        except Exception:
+            log.exception("emulator handler %s failed", method)
+            calls.record(method, grpc.StatusCode.INTERNAL)
+            raise
+        calls.record(method, grpc.StatusCode.OK)
+        return response
+
+    return run

@@ -1,0 +1,377 @@
+"""Cloud Run's request rules as pure functions: each returns the field violations it finds.
+
+A violation names the offending field as a proto path relative to the request
+(`service.template.containers[0].resources.limits.cpu`), which is what Cloud Run's
+`google.rpc.BadRequest` carries. Nothing here touches the store or gRPC, so every rule
+has a plain table-driven unit test (tests/unit/test_emulator_rules.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from decimal import Decimal
+
+from google.cloud import run_v2
+
+from tgi_operator.gpus import GIB, GPU_TYPES
+from tgi_operator.quantity import parse_quantity
+
+GPU_RESOURCE = "nvidia.com/gpu"
+# Prefixes Cloud Run API v2 rejects in user labels and annotations (system metadata lives in fields).
+RESERVED_PREFIXES = ("run.googleapis.com/", "cloud.googleapis.com/", "serving.knative.dev/", "autoscaling.knative.dev/")
+# Cloud Run sets these itself inside every container.
+RESERVED_ENV = ("PORT", "K_SERVICE", "K_REVISION", "K_CONFIGURATION")
+MAX_CONCURRENCY = 1000
+MAX_REQUEST_TIMEOUT_S = 3600
+MAX_PROBE_SECONDS = 240  # startup probe period/timeout/initial delay ceiling
+DEFAULT_MAX_INSTANCES = 100  # what Cloud Run assumes when max_instance_count is unset
+
+SERVICE_ID_RULE = (
+    "only lowercase, digits, and hyphens; must begin with letter, and cannot end with hyphen; "
+    "must be less than 50 characters."
+)
+_SERVICE_ID = re.compile(r"^[a-z]([a-z0-9-]*[a-z0-9])?$")
+_ACCOUNT_ID = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
+_EMAIL = re.compile(r"^[^@\s:]+@[^@\s:]+\.[^@\s:]+$")
+_PARENT = re.compile(r"^projects/(?P<project>[^/]+)/locations/(?P<region>[^/]+)$")
+_SERVICE_NAME = re.compile(r"^projects/(?P<project>[^/]+)/locations/(?P<region>[^/]+)/services/(?P<service>[^/]+)$")
+
+
+@dataclass(frozen=True)
+class Violation:
+    field: str
+    description: str
+
+
+def parse_parent(parent: str) -> tuple[str, str] | None:
+    """`projects/P/locations/R` -> (P, R), or None."""
+    m = _PARENT.match(parent)
+    return (m["project"], m["region"]) if m else None
+
+
+def parse_service_name(name: str) -> tuple[str, str, str] | None:
+    """`projects/P/locations/R/services/S` -> (P, R, S), or None."""
+    m = _SERVICE_NAME.match(name)
+    return (m["project"], m["region"], m["service"]) if m else None
+
+
+def project_number(project: str) -> str:
+    """A stable 12-digit project number for a project id (Cloud Run puts it in default names)."""
+    return str(int.from_bytes(hashlib.sha256(project.encode()).digest()[:8], "big"))[:12].rjust(12, "1")
+
+
+def check_service_id(service_id: str) -> list[Violation]:
+    if len(service_id) < 50 and _SERVICE_ID.match(service_id):
+        return []
+    return [Violation("service_id", SERVICE_ID_RULE)]
+
+
+def check_account_id(account_id: str) -> list[Violation]:
+    if _ACCOUNT_ID.match(account_id):
+        return []
+    return [
+        Violation(
+            "account_id",
+            f"Account ID {account_id!r} must be between 6 and 30 characters, start with a lowercase letter, "
+            "and contain only lowercase letters, digits and hyphens, ending with a letter or digit.",
+        )
+    ]
+
+
+def parse_cpu(value: str) -> Decimal | None:
+    """A CPU quantity ("8", "4.5", "8000m") -> vCPU, or None when unparseable or not positive."""
+    try:
+        cpu = parse_quantity(value)
+    except ValueError:
+        return None
+    return cpu if cpu > 0 else None
+
+
+def parse_memory(value: str) -> int | None:
+    """A memory quantity ("32Gi", "512Mi", "16G") -> bytes, or None when unparseable or not positive."""
+    try:
+        size = parse_quantity(value)
+    except ValueError:
+        return None
+    return int(size) if size > 0 else None
+
+
+def check_metadata(prefix: str, labels: dict[str, str], annotations: dict[str, str]) -> list[Violation]:
+    """Reserved system prefixes in labels/annotations of the service or of its template."""
+    found = []
+    for kind, values in (("labels", labels), ("annotations", annotations)):
+        for key in sorted(values):
+            if key.startswith(RESERVED_PREFIXES):
+                found.append(
+                    Violation(
+                        f"{prefix}.{kind}",
+                        f"Cloud Run API v2 does not support {kind} with `run.googleapis.com`, `cloud.googleapis.com`, "
+                        f"`serving.knative.dev`, or `autoscaling.knative.dev` namespaces: {key!r}.",
+                    )
+                )
+    return found
+
+
+def gpu_count(container: run_v2.Container) -> str | None:
+    """The raw `nvidia.com/gpu` limit of a container, or None when it asks for no GPU."""
+    return container.resources.limits.get(GPU_RESOURCE)
+
+
+def check_service(service: run_v2.Service, region: str, prefix: str = "service") -> list[Violation]:
+    """Every static rule Cloud Run applies to a Service before it accepts the request."""
+    found = check_metadata(prefix, dict(service.labels), dict(service.annotations))
+    t = service.template
+    tp = f"{prefix}.template"
+    found += check_metadata(tp, dict(t.labels), dict(t.annotations))
+    found += _check_scaling(service, prefix)
+    if not t.containers:
+        return found + [Violation(f"{tp}.containers", "At least one container must be specified.")]
+    found += _check_ports(t, tp)
+    found += _check_template_limits(t, tp)
+    for i, c in enumerate(t.containers):
+        cp = f"{tp}.containers[{i}]"
+        if not c.image:
+            found.append(Violation(f"{cp}.image", "Container image must be specified."))
+        found += _check_env(c, cp)
+        found += _check_probe(c, cp)
+        found += _check_cpu_memory_syntax(c, cp)
+    found += check_gpu(t, region, tp)
+    return found
+
+
+def _check_scaling(service: run_v2.Service, prefix: str) -> list[Violation]:
+    found = []
+    for path, s in ((f"{prefix}.template.scaling", service.template.scaling), (f"{prefix}.scaling", service.scaling)):
+        if s.max_instance_count and s.min_instance_count > s.max_instance_count:
+            found.append(
+                Violation(f"{path}.min_instance_count", "min_instance_count must not be greater than max_instance_count.")
+            )
+        if s.min_instance_count < 0 or s.max_instance_count < 0:
+            found.append(Violation(path, "Instance counts must not be negative."))
+    return found
+
+
+def _check_ports(t: run_v2.RevisionTemplate, tp: str) -> list[Violation]:
+    found = []
+    for i, c in enumerate(t.containers):
+        if len(c.ports) > 1:
+            found.append(Violation(f"{tp}.containers[{i}].ports", "A container may expose at most one port."))
+    if len(t.containers) > 1 and sum(1 for c in t.containers if c.ports) != 1:
+        found.append(
+            Violation(f"{tp}.containers", "Exactly one container must specify a port when there are several containers.")
+        )
+    return found
+
+
+def _check_template_limits(t: run_v2.RevisionTemplate, tp: str) -> list[Violation]:
+    found = []
+    c = t.max_instance_request_concurrency
+    if c < 0 or c > MAX_CONCURRENCY:
+        found.append(
+            Violation(
+                f"{tp}.max_instance_request_concurrency",
+                f"max_instance_request_concurrency must be between 1 and {MAX_CONCURRENCY} (0 means the default).",
+            )
+        )
+    if "timeout" in t and t.timeout.total_seconds() > MAX_REQUEST_TIMEOUT_S:
+        found.append(Violation(f"{tp}.timeout", f"Request timeout must be at most {MAX_REQUEST_TIMEOUT_S} seconds."))
+    elif "timeout" in t and t.timeout.total_seconds() <= 0:
+        found.append(Violation(f"{tp}.timeout", "Request timeout must be positive."))
+    return found
+
+
+def _check_env(c: run_v2.Container, cp: str) -> list[Violation]:
+    found = []
+    for j, e in enumerate(c.env):
+        if e.name in RESERVED_ENV:
+            found.append(
+                Violation(
+                    f"{cp}.env[{j}].name",
+                    f"The following reserved env names were provided: {e.name}. "
+                    "These values are automatically set by the system.",
+                )
+            )
+        if "value_source" in e and e.value:
+            found.append(Violation(f"{cp}.env[{j}]", "Only one of value and value_source may be set."))
+    return found
+
+
+def _check_probe(c: run_v2.Container, cp: str) -> list[Violation]:
+    if "startup_probe" not in c:
+        return []
+    p, pp = c.startup_probe, f"{cp}.startup_probe"
+    found = []
+    if not 0 <= p.initial_delay_seconds <= MAX_PROBE_SECONDS:
+        found.append(Violation(f"{pp}.initial_delay_seconds", f"initial_delay_seconds must be a number between 0 and {MAX_PROBE_SECONDS}."))
+    if p.period_seconds and not 1 <= p.period_seconds <= MAX_PROBE_SECONDS:
+        found.append(Violation(f"{pp}.period_seconds", f"period_seconds must be a number between 1 and {MAX_PROBE_SECONDS}."))
+    if p.timeout_seconds and not 1 <= p.timeout_seconds <= MAX_PROBE_SECONDS:
+        found.append(Violation(f"{pp}.timeout_seconds", f"timeout_seconds must be a number between 1 and {MAX_PROBE_SECONDS}."))
+    elif p.timeout_seconds and p.period_seconds and p.timeout_seconds > p.period_seconds:
+        found.append(Violation(f"{pp}.timeout_seconds", "timeout_seconds must not be greater than period_seconds."))
+    if p.failure_threshold < 0:
+        found.append(Violation(f"{pp}.failure_threshold", "failure_threshold must be a positive number."))
+    return found
+
+
+def _check_cpu_memory_syntax(c: run_v2.Container, cp: str) -> list[Violation]:
+    found = []
+    limits = c.resources.limits
+    if "cpu" in limits and parse_cpu(limits["cpu"]) is None:
+        found.append(Violation(f"{cp}.resources.limits.cpu", f"Invalid value specified for cpu: {limits['cpu']!r}."))
+    if "memory" in limits and parse_memory(limits["memory"]) is None:
+        found.append(Violation(f"{cp}.resources.limits.memory", f"Invalid value specified for memory: {limits['memory']!r}."))
+    return found
+
+
+def check_gpu(t: run_v2.RevisionTemplate, region: str, tp: str = "service.template") -> list[Violation]:
+    """Cloud Run's GPU rules: type vs region, one GPU, one GPU container, CPU/memory bounds, no CPU idling."""
+    accelerator = t.node_selector.accelerator if "node_selector" in t else ""
+    holders = [i for i, c in enumerate(t.containers) if gpu_count(c) is not None]
+    if not accelerator and not holders:
+        return []
+    found = []
+    if accelerator and not holders:
+        return [Violation(f"{tp}.node_selector.accelerator", f"An accelerator is selected but no container sets the {GPU_RESOURCE} limit.")]
+    if not accelerator:
+        return [Violation(f"{tp}.node_selector.accelerator", f"A GPU limit requires node_selector.accelerator; supported types: {', '.join(GPU_TYPES)}.")]
+    gpu = GPU_TYPES.get(accelerator)
+    if gpu is None:
+        return [Violation(f"{tp}.node_selector.accelerator", f"Accelerator type {accelerator!r} is not supported; supported types: {', '.join(GPU_TYPES)}.")]
+    if region not in gpu.regions:
+        found.append(
+            Violation(
+                f"{tp}.node_selector.accelerator",
+                f"Accelerator type {accelerator!r} is not supported in region {region!r}; supported regions: {', '.join(gpu.regions)}.",
+            )
+        )
+    for extra in holders[1:]:
+        found.append(Violation(f"{tp}.containers[{extra}].resources.limits", "The GPU can only be attached to one container."))
+    i = holders[0]
+    c, cp = t.containers[i], f"{tp}.containers[{i}].resources"
+    if gpu_count(c) != str(gpu.max_count):
+        found.append(Violation(f"{cp}.limits.{GPU_RESOURCE}", f"Exactly {gpu.max_count} GPU per instance is supported, got {gpu_count(c)!r}."))
+    found += _check_gpu_size(c, gpu.name, cp)
+    if c.resources.cpu_idle:
+        found.append(Violation(f"{cp}.cpu_idle", "CPU must be always allocated (cpu_idle false) to use GPUs."))
+    return found
+
+
+def _check_gpu_size(c: run_v2.Container, gpu_name: str, cp: str) -> list[Violation]:
+    gpu = GPU_TYPES[gpu_name]
+    found = []
+    cpu = parse_cpu(c.resources.limits.get("cpu", "1"))
+    if cpu is not None and not gpu.min_cpu <= cpu <= gpu.max_cpu:
+        found.append(
+            Violation(f"{cp}.limits.cpu", f"With a {gpu_name} GPU, cpu must be between {gpu.min_cpu} and {gpu.max_cpu}, got {cpu}.")
+        )
+    memory = parse_memory(c.resources.limits.get("memory", "512Mi"))
+    if memory is not None and not gpu.min_memory_gib * GIB <= memory <= gpu.max_memory_gib * GIB:
+        found.append(
+            Violation(
+                f"{cp}.limits.memory",
+                f"With a {gpu_name} GPU, memory must be between {gpu.min_memory_gib}Gi and {gpu.max_memory_gib}Gi.",
+            )
+        )
+    return found
+
+
+# ---------------------------------------------------------------- GPU quota
+
+
+@dataclass(frozen=True)
+class GpuDemand:
+    """What one serving revision holds against the per-project, per-region GPU quota."""
+
+    gpu_type: str
+    zonal_redundancy: bool
+    count: int  # max instances x GPUs per instance
+
+
+def gpu_demand(service: run_v2.Service) -> GpuDemand | None:
+    """Cloud Run counts a GPU revision's max instances against the quota (unset = the default maximum)."""
+    t = service.template
+    holders = [c for c in t.containers if gpu_count(c) is not None]
+    if not holders or "node_selector" not in t:
+        return None
+    per_instance = int(gpu_count(holders[0]) or "1")
+    max_instances = t.scaling.max_instance_count or service.scaling.max_instance_count or DEFAULT_MAX_INSTANCES
+    return GpuDemand(t.node_selector.accelerator, not t.gpu_zonal_redundancy_disabled, max_instances * per_instance)
+
+
+def quota_metric(gpu_type: str, zonal_redundancy: bool) -> str:
+    """Cloud Run's quota metric name, e.g. NvidiaL4GpuAllocNoZonalRedundancyPerProjectRegion."""
+    base = "".join(part.capitalize() if part.isalpha() else part.upper() for part in gpu_type.split("-"))
+    return f"{base}GpuAlloc{'' if zonal_redundancy else 'NoZonalRedundancy'}PerProjectRegion"
+
+
+def quota_message(demand: GpuDemand, in_use: int, limit: int) -> str:
+    return (
+        "Quota exceeded for total allowable count of GPUs per project per region.\n"
+        "To request quota: g.co/cloudrun/gpu-quota\n\n"
+        f"Quota violated:\n{quota_metric(demand.gpu_type, demand.zonal_redundancy)} "
+        f"requested: {in_use + demand.count} allowed: {limit}"
+    )
+
+
+# ---------------------------------------------------------------- IAM
+
+_MEMBER_PREFIXES = ("user:", "serviceAccount:", "group:", "domain:", "deleted:", "principal://", "principalSet://")
+
+
+def check_member(member: str) -> str | None:
+    """None when `member` is a valid IAM principal, else the reason it is not."""
+    if member in ("allUsers", "allAuthenticatedUsers"):
+        return None
+    if member.startswith(("principal://", "principalSet://", "deleted:")):
+        return None
+    kind, _, value = member.partition(":")
+    if f"{kind}:" not in _MEMBER_PREFIXES or not value:
+        return f"Invalid member {member!r}: expected user:, serviceAccount:, group:, domain:, allUsers or allAuthenticatedUsers."
+    if kind == "domain":
+        return None if "." in value and "@" not in value else f"Invalid domain in member {member!r}."
+    return None if _EMAIL.match(value) else f"Invalid email address in member {member!r}."
+
+
+# Roles that carry run.routes.invoke, the permission the URL checks.
+INVOKER_ROLES = frozenset({"roles/run.invoker", "roles/run.servicesInvoker", "roles/run.admin", "roles/owner", "roles/editor"})
+# Roles Cloud Run accepts in a service's policy.
+SERVICE_ROLES = INVOKER_ROLES | {"roles/run.developer", "roles/run.viewer", "roles/viewer", "roles/run.sourceViewer"}
+
+ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
+    "roles/run.invoker": frozenset({"run.routes.invoke"}),
+    "roles/run.servicesInvoker": frozenset({"run.routes.invoke"}),
+    "roles/run.viewer": frozenset({"run.services.get", "run.services.list", "run.services.getIamPolicy"}),
+    "roles/viewer": frozenset({"run.services.get", "run.services.list", "run.services.getIamPolicy"}),
+    "roles/run.developer": frozenset(
+        {"run.services.get", "run.services.list", "run.services.create", "run.services.update", "run.services.delete", "run.services.getIamPolicy"}
+    ),
+}
+ALL_RUN_PERMISSIONS = frozenset(
+    {
+        "run.routes.invoke", "run.services.get", "run.services.list", "run.services.create",
+        "run.services.update", "run.services.delete", "run.services.getIamPolicy", "run.services.setIamPolicy",
+    }
+)  # fmt: skip
+for _admin in ("roles/run.admin", "roles/owner"):
+    ROLE_PERMISSIONS[_admin] = ALL_RUN_PERMISSIONS
+ROLE_PERMISSIONS["roles/editor"] = ALL_RUN_PERMISSIONS - {"run.services.setIamPolicy"}
+
+
+def check_role(role: str) -> str | None:
+    if role in SERVICE_ROLES:
+        return None
+    return f"Role {role} is not supported for this resource."
+
+
+def permissions_of(roles: set[str]) -> set[str]:
+    return set().union(*(ROLE_PERMISSIONS.get(r, frozenset()) for r in roles)) if roles else set()
+
+
+def members_for(email: str) -> set[str]:
+    """The policy members that name this caller; "" is an anonymous caller (group membership is not modelled)."""
+    if not email:
+        return {"allUsers"}
+    return {f"user:{email}", f"serviceAccount:{email}", "allUsers", "allAuthenticatedUsers"}

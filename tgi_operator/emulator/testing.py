@@ -1,0 +1,119 @@
+"""Run the emulator from tests and tools: on a background thread, or as a `tgi-operator emulator` process.
+
+A thread (own event loop) lets synchronous clients (`run_v2.ServicesClient`) and the test's own
+event loop talk to it without blocking it. A process is what the operator's integration tests and
+the demo use; it is ready when it prints its JSON ready line (see README.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Coroutine, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from tgi_operator.emulator.server import Emulator, EmulatorConfig
+
+T = TypeVar("T")
+START_TIMEOUT_S = 30.0
+
+
+class EmulatorThread:
+    """`with EmulatorThread(EmulatorConfig(...)) as emu:` serves on a private loop until the block ends."""
+
+    def __init__(self, config: EmulatorConfig | None = None) -> None:
+        self.config = config or EmulatorConfig()
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="tgi-emulator", daemon=True)
+        self.emulator: Emulator | None = None
+
+    def run(self, coroutine: Coroutine[Any, Any, T], timeout: float = START_TIMEOUT_S) -> T:
+        """Run a coroutine on the emulator's loop (e.g. to reach `emulator.dataplane`)."""
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout)
+
+    def __enter__(self) -> Emulator:
+        self._thread.start()
+
+        async def start() -> Emulator:
+            emulator = Emulator(self.config)
+            await emulator.start()
+            return emulator
+
+        self.emulator = self.run(start())
+        return self.emulator
+
+    def __exit__(self, *exc: object) -> None:
+        if self.emulator is not None:
+            self.run(self.emulator.stop())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+        self._loop.close()
+
+
+@dataclass
+class EmulatorProcess:
+    """A running `tgi-operator emulator` process and what its ready line said."""
+
+    process: subprocess.Popen[str]
+    ready: dict[str, Any]
+
+    @property
+    def grpc_endpoint(self) -> str:
+        return str(self.ready["grpc"])
+
+    @property
+    def http_url(self) -> str:
+        return str(self.ready["http"])
+
+    @property
+    def env(self) -> dict[str, str]:
+        return dict(self.ready["env"])
+
+    def stop(self, timeout: float = 15.0) -> int:
+        """SIGTERM, then wait; returns the exit code."""
+        if self.process.poll() is None:
+            self.process.terminate()
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return self.process.wait(timeout)
+
+
+def start_emulator_process(
+    args: Sequence[str] = (), timeout: float = START_TIMEOUT_S, log_file: Path | None = None
+) -> EmulatorProcess:
+    """Start `tgi-operator emulator --grpc-port 0 --http-port 0 ARGS` and wait for its ready line."""
+    command = [sys.executable, "-m", "tgi_operator.cli", "emulator", "--grpc-port", "0", "--http-port", "0", *args]
+    stderr = open(log_file, "a") if log_file else subprocess.DEVNULL  # noqa: SIM115 (lives as long as the process)
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=stderr, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"}
+    )
+    deadline = time.monotonic() + timeout
+    assert process.stdout is not None
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line:
+            break  # the process ended before it was ready
+        if line.startswith("{"):
+            document = json.loads(line)
+            if document.get("ready"):
+                threading.Thread(target=_drain, args=(process,), daemon=True).start()
+                return EmulatorProcess(process, document)
+    process.kill()
+    process.wait()
+    raise RuntimeError(f"the emulator did not become ready within {timeout} s (exit code {process.returncode})")
+
+
+def _drain(process: subprocess.Popen[str]) -> None:
+    """Keep reading stdout so the child never blocks on a full pipe."""
+    assert process.stdout is not None
+    for _ in process.stdout:
+        pass
