@@ -13,8 +13,9 @@ exactly as the API server returns them.
 
 from __future__ import annotations
 
+import copy
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from decimal import Decimal
 from enum import Enum
 from typing import Annotated, Any, Union
@@ -102,8 +103,13 @@ def _cel(
     return validation
 
 
-def _rules(*validations: dict[str, Any]) -> dict[str, Any]:
-    return {"x-kubernetes-validations": list(validations)}
+def _rules(*validations: dict[str, Any]) -> Callable[[dict[str, Any]], None]:
+    """A `json_schema_extra` that adds CEL rules to those already there (a dict would replace them)."""
+
+    def add(schema: dict[str, Any]) -> None:
+        schema.setdefault("x-kubernetes-validations", []).extend(copy.deepcopy(list(validations)))
+
+    return add
 
 
 def _cel_list(values: Any) -> str:
