@@ -230,7 +230,9 @@ class CloudRunServices:
         if request.validate_only:
             return self._ops.done_now(parent, desired)
         changed = _spec(desired) != _spec(existing)
-        new_revision = desired.template != existing.template
+        # A changed template makes a revision; so does any write after a failed one (it is never resurrected).
+        failed_latest = existing.latest_created_revision != existing.latest_ready_revision and not existing.reconciling
+        new_revision = desired.template != existing.template or failed_latest
         desired.update_time = _now()
         desired.last_modifier = self._caller()
         desired.etag = _etag()

@@ -1,0 +1,189 @@
+"""The admin API (quotas, failing revisions, faults, call counts), persistence, and the CLI process."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import grpc
+import pytest
+import requests
+from emulator_fixtures import *  # noqa: F403
+from emulator_fixtures import OPERATOR, PARENT, PROJECT, REGION, AdminApi, seed_service, service_name
+from google.api_core import exceptions as gexc
+from google.auth.credentials import AnonymousCredentials
+from google.cloud import run_v2
+from google.cloud.run_v2.services.services.transports import ServicesGrpcTransport
+
+from tgi_operator.emulator.server import Emulator, EmulatorConfig
+from tgi_operator.emulator.testing import EmulatorProcess, EmulatorThread
+
+pytestmark = pytest.mark.timeout(90)
+
+State = run_v2.Condition.State
+QUOTA_MESSAGE = "Quota exceeded for total allowable count of GPUs per project per region"
+
+
+def test_gpu_quota_fails_the_revision_until_raised(run_client: run_v2.ServicesClient, admin: AdminApi) -> None:
+    admin.set_quota(4, zonal_redundancy=False)
+    first = run_client.create_service(parent=PARENT, service=seed_service(max_instances=3), service_id="first").result(timeout=30)
+    assert first.terminal_condition.state == State.CONDITION_SUCCEEDED
+
+    # 3 GPUs in use + 3 more > 4: the create is accepted, then the revision fails asynchronously.
+    operation = run_client.create_service(parent=PARENT, service=seed_service(max_instances=3), service_id="second")
+    with pytest.raises(gexc.ResourceExhausted) as caught:
+        operation.result(timeout=30)
+    assert QUOTA_MESSAGE in caught.value.message
+    failed = run_client.get_service(name=service_name("second"))
+    assert failed.terminal_condition.state == State.CONDITION_FAILED
+    assert QUOTA_MESSAGE in failed.terminal_condition.message
+    assert "NvidiaL4GpuAllocNoZonalRedundancyPerProjectRegion requested: 6 allowed: 4" in failed.terminal_condition.message
+    assert failed.latest_created_revision and not failed.latest_ready_revision
+    assert not failed.reconciling and failed.observed_generation == failed.generation
+
+    # Zonal redundancy on is a separate quota.
+    zonal = run_client.create_service(parent=PARENT, service=seed_service(3, zonal_redundancy=True), service_id="zonal")
+    assert zonal.result(timeout=30).terminal_condition.state == State.CONDITION_SUCCEEDED
+
+    admin.set_quota(6, zonal_redundancy=False)
+    failed.description = "retry with more quota"
+    retried = run_client.update_service(service=failed).result(timeout=30)
+    assert retried.terminal_condition.state == State.CONDITION_SUCCEEDED
+    # A write after a failed revision makes a new one; the failed one is never resurrected.
+    assert retried.latest_ready_revision.rsplit("/", 1)[-1].startswith("second-00002-")
+
+
+def test_failed_revision_keeps_the_previous_one_serving(run_client: run_v2.ServicesClient, admin: AdminApi) -> None:
+    ready = run_client.create_service(parent=PARENT, service=seed_service(), service_id="steady").result(timeout=30)
+    admin.fail_next_revision("steady")
+    ready.template.containers[0].args.append("--trust-remote-code")
+    with pytest.raises(gexc.FailedPrecondition) as caught:
+        run_client.update_service(service=ready).result(timeout=30)
+    assert "failed to start and listen on the port defined provided by the PORT=8080" in caught.value.message
+    now = run_client.get_service(name=ready.name)
+    assert now.terminal_condition.state == State.CONDITION_FAILED
+    assert now.latest_ready_revision == ready.latest_ready_revision
+    assert now.latest_created_revision.rsplit("/", 1)[-1].startswith("steady-00002-")
+    assert now.uri == ready.uri
+    # The failure is one-shot: the next revision starts.
+    now.description = "again"
+    again = run_client.update_service(service=now).result(timeout=30)
+    assert again.terminal_condition.state == State.CONDITION_SUCCEEDED
+    assert again.latest_ready_revision.rsplit("/", 1)[-1].startswith("steady-00003-")
+
+
+def test_fault_injection_and_call_counts(run_client: run_v2.ServicesClient, admin: AdminApi) -> None:
+    admin.reset_calls()
+    admin.fault("GetService", "UNAVAILABLE", count=2)
+    name = service_name("absent")
+    for _ in range(2):
+        with pytest.raises(gexc.ServiceUnavailable):
+            run_client.get_service(name=name, retry=None)
+    with pytest.raises(gexc.NotFound):
+        run_client.get_service(name=name, retry=None)
+    run_client.create_service(parent=PARENT, service=seed_service(), service_id="counted").result(timeout=30)
+    calls = admin.calls()
+    assert calls["google.cloud.run.v2.Services/GetService"] == {"UNAVAILABLE": 2, "NOT_FOUND": 1}
+    assert calls["google.cloud.run.v2.Services/CreateService"] == {"OK": 1}
+    assert calls["google.longrunning.Operations/GetOperation"]["OK"] >= 1
+
+    admin.fault("google.cloud.run.v2.Services/CreateService", "RESOURCE_EXHAUSTED", rate=1.0)
+    with pytest.raises(gexc.ResourceExhausted):
+        run_client.create_service(parent=PARENT, service=seed_service(), service_id="never", retry=None)
+    admin.clear_faults()
+    admin.reset_calls()
+    assert admin.calls() == {}
+
+
+def test_reconcile_delay_is_adjustable(run_client: run_v2.ServicesClient, admin: AdminApi) -> None:
+    admin.set_reconcile_seconds(30)
+    run_client.create_service(parent=PARENT, service=seed_service(), service_id="slow")
+    assert run_client.get_service(name=service_name("slow")).reconciling
+    admin.set_reconcile_seconds(0)
+    # A newer write supersedes the slow reconcile and settles at the new delay.
+    pending = run_client.get_service(name=service_name("slow"))
+    pending.description = "now"
+    settled = run_client.update_service(service=pending).result(timeout=30)
+    assert not settled.reconciling and settled.observed_generation == 2
+
+
+def test_admin_api_rejects_bad_bodies(admin: AdminApi) -> None:
+    for path, body in [
+        ("/faults", {"method": "GetService", "code": "NOPE", "count": 1}),
+        ("/faults", {"method": "GetService", "code": "UNAVAILABLE"}),
+    ]:
+        response = requests.post(admin.base + path, json=body, timeout=10)
+        assert response.status_code == 400 and "error" in response.json()
+    response = requests.post(admin.base + "/services/p/r/missing:fail-next-revision", json={}, timeout=10)
+    assert response.status_code == 404
+
+
+def test_url_is_served_with_the_services_iam(run_client: run_v2.ServicesClient, admin: AdminApi) -> None:
+    """The control plane publishes ready services on the data plane and answers its IAM question."""
+    created = run_client.create_service(parent=PARENT, service=seed_service(), service_id="served").result(timeout=30)
+    assert requests.get(created.uri + "/health", timeout=10).status_code == 403
+    app = f"app@{PROJECT}.iam.gserviceaccount.com"
+    as_app = {"Authorization": f"Bearer {admin.token(app, created.uri)}"}
+    assert requests.get(created.uri + "/health", headers=as_app, timeout=10).status_code == 403
+    as_operator = {"Authorization": f"Bearer {admin.token(OPERATOR, created.uri)}"}
+    assert requests.get(created.uri + "/health", headers=as_operator, timeout=10).status_code == 200
+    policy = run_client.get_iam_policy(request={"resource": created.name})
+    policy.bindings.add(role="roles/run.invoker", members=[f"serviceAccount:{app}"])
+    run_client.set_iam_policy(request={"resource": created.name, "policy": policy})
+    assert requests.get(created.uri + "/health", headers=as_app, timeout=10).status_code == 200
+    run_client.delete_service(name=created.name).result(timeout=30)
+    with pytest.raises(requests.ConnectionError):
+        requests.get(created.uri + "/health", headers=as_app, timeout=10)
+
+
+def test_state_file_survives_a_restart(tmp_path: Path) -> None:
+    state_file = tmp_path / "emulator.json"
+    config = EmulatorConfig(reconcile_seconds=0.1, state_file=state_file, identity=OPERATOR)
+
+    def client(emu: Emulator) -> tuple[run_v2.ServicesClient, grpc.Channel]:
+        channel = grpc.insecure_channel(emu.grpc_endpoint)
+        return run_v2.ServicesClient(transport=ServicesGrpcTransport(channel=channel, credentials=AnonymousCredentials())), channel
+
+    with EmulatorThread(config) as emu:
+        run, channel = client(emu)
+        created = run.create_service(parent=PARENT, service=seed_service(), service_id="kept").result(timeout=30)
+        policy = run.get_iam_policy(request={"resource": created.name})
+        policy.bindings.add(role="roles/run.invoker", members=["allUsers"])
+        policy = run.set_iam_policy(request={"resource": created.name, "policy": policy})
+        AdminApi(emu.http_url).set_quota(7)
+        token = AdminApi(emu.http_url).token(OPERATOR, created.uri)
+        channel.close()
+
+    with EmulatorThread(config) as emu:
+        run, channel = client(emu)
+        kept = run.get_service(name=created.name)
+        assert kept == created  # same revision, URL, etag, times
+        assert run.get_iam_policy(request={"resource": created.name}) == policy
+        assert json.loads(requests.get(emu.http_url + "/emulator/v1/quotas", timeout=10).text)["limits"][0]["limit"] == 7
+        assert requests.get(kept.uri + "/health", timeout=10).status_code == 200  # served again on the same port
+        # The signing key persists too: a token minted before the restart is still accepted.
+        assert requests.get(kept.uri + "/health", headers={"Authorization": f"Bearer {token}"}, timeout=10).status_code == 200
+        kept.description = "after restart"
+        updated = run.update_service(service=kept).result(timeout=30)
+        assert updated.generation == 2 and updated.uri == created.uri
+        channel.close()
+
+
+def test_cli_process_serves_and_stops_on_sigterm(emulator_process: EmulatorProcess) -> None:
+    channel = grpc.insecure_channel(emulator_process.grpc_endpoint)
+    run = run_v2.ServicesClient(transport=ServicesGrpcTransport(channel=channel, credentials=AnonymousCredentials()))
+    created = run.create_service(parent=PARENT, service=seed_service(), service_id="proc").result(timeout=30)
+    assert created.terminal_condition.state == State.CONDITION_SUCCEEDED
+    channel.close()
+    assert emulator_process.env["TGI_OPERATOR_CLOUD_RUN_ENDPOINT"] == emulator_process.grpc_endpoint
+    printed = subprocess.run(
+        [sys.executable, "-m", "tgi_operator.cli", "emulator", "token", "--email", OPERATOR,
+         "--audience", created.uri, "--emulator", emulator_process.http_url],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    token = printed.stdout.strip()
+    assert requests.get(created.uri + "/health", headers={"Authorization": f"Bearer {token}"}, timeout=10).status_code == 200
+    assert emulator_process.stop() == 0
+    assert REGION in created.name
