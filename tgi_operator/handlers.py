@@ -159,10 +159,10 @@ async def close(memo: kopf.Memo, **_: Any) -> None:
 
 
 def run_operator(*, namespaces: list[str], all_namespaces: bool, liveness_port: int | None,
-                 verbose: bool = False, json_logs: bool = False) -> None:
+                 liveness_host: str = "0.0.0.0", verbose: bool = False, json_logs: bool = False) -> None:
     """Run kopf with these handlers until SIGINT/SIGTERM. Standalone: one operator replica, no peering."""
     kopf.configure(verbose=verbose, log_format=kopf.LogFormat.JSON if json_logs else kopf.LogFormat.FULL)
-    liveness = f"http://0.0.0.0:{liveness_port}/healthz" if liveness_port else None
+    liveness = f"http://{liveness_host}:{liveness_port}/healthz" if liveness_port else None
     kopf.run(
         standalone=True,
         clusterwide=all_namespaces,

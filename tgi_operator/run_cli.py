@@ -9,6 +9,7 @@ def run(
     all_namespaces: bool = typer.Option(False, "--all-namespaces", "-A", help="Watch TGIServices in every namespace."),
     namespace: list[str] = typer.Option([], "--namespace", "-n", help="Watch only this namespace (repeatable; globs allowed)."),
     liveness_port: int = typer.Option(0, help="Serve GET /healthz on this port (0: off)."),
+    liveness_host: str = typer.Option("0.0.0.0", help="Address of the liveness endpoint (the kubelet probes the pod IP)."),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
     json_logs: bool = typer.Option(False, "--json-logs", help="One JSON object per log line."),
 ) -> None:
@@ -17,5 +18,5 @@ def run(
         raise typer.BadParameter("pass --all-namespaces or at least one --namespace")
     from tgi_operator.handlers import run_operator  # imported here: it reads the settings at import
 
-    run_operator(namespaces=namespace, all_namespaces=all_namespaces, liveness_port=liveness_port or None,
+    run_operator(namespaces=namespace, all_namespaces=all_namespaces, liveness_port=liveness_port or None, liveness_host=liveness_host,
                  verbose=verbose, json_logs=json_logs)

@@ -1,0 +1,80 @@
+"""The operator as it runs in a cluster, locally: CRD and RBAC from the repo's manifests, a kubeconfig of the
+operator's own ServiceAccount, and `tgi-operator run` as a separate process. Shared by tests and the demo."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from tgi_operator.devenv.cluster import free_port
+from tgi_operator.devenv.serviceaccount import service_account_kubeconfig
+from tgi_operator.devenv.testing import KubeCluster
+
+REPO = Path(__file__).resolve().parents[2]
+CRD_FILE = REPO / "crds" / "tgiservices.tgi-operator.dev.yaml"
+OPERATOR_NAMESPACE = "tgi-operator-system"
+OPERATOR_SERVICE_ACCOUNT = "tgi-operator"
+# What `kubectl apply -k manifests/base` installs, minus the Deployment (no kubelet here: the operator runs
+# as a local process, under the same ServiceAccount and RBAC).
+INSTALL_FILES = [CRD_FILE, *(REPO / "manifests" / "base" / f for f in ("namespace.yaml", "serviceaccount.yaml", "rbac.yaml"))]
+
+
+def install(kube: KubeCluster) -> None:
+    """Apply the CRD and the operator's namespace, ServiceAccount and RBAC; wait until the CRD serves."""
+    for path in INSTALL_FILES:
+        kube.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(path))
+    kube.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/tgiservices.tgi-operator.dev")
+
+
+def operator_kubeconfig(kube: KubeCluster, out: Path) -> Path:
+    """A kubeconfig holding a token of the operator's ServiceAccount: the operator gets only what RBAC grants."""
+    return service_account_kubeconfig(kube.kubeconfig, OPERATOR_NAMESPACE, OPERATOR_SERVICE_ACCOUNT, out)
+
+
+@dataclass
+class OperatorProcess:
+    process: subprocess.Popen
+    log_file: Path
+    liveness_url: str
+
+    def log(self) -> str:
+        return self.log_file.read_text(errors="replace") if self.log_file.exists() else ""
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return self.process.wait(timeout)
+
+
+def start_operator(kubeconfig: Path, env: dict[str, str], log_file: Path, timeout: float = 60.0) -> OperatorProcess:
+    """`tgi-operator run --all-namespaces` with `env` (TGI_OPERATOR_*, GCE_METADATA_*); ready when /healthz answers."""
+    port = free_port()
+    command = [sys.executable, "-m", "tgi_operator.cli", "run", "--all-namespaces", f"--liveness-port={port}",
+               "--liveness-host=127.0.0.1", "--verbose"]
+    full_env = {**os.environ, **env, "KUBECONFIG": str(kubeconfig), "PYTHONUNBUFFERED": "1"}
+    log = open(log_file, "ab")  # noqa: SIM115 - handed to the child
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=full_env, stdin=subprocess.DEVNULL)
+    log.close()
+    operator = OperatorProcess(process, log_file, f"http://127.0.0.1:{port}/healthz")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the operator exited ({process.returncode}) during start-up:\n{operator.log()[-3000:]}")
+        try:
+            with urllib.request.urlopen(operator.liveness_url, timeout=2) as response:
+                if response.status == 200:
+                    return operator
+        except OSError:
+            time.sleep(0.3)
+    operator.stop()
+    raise RuntimeError(f"the operator was not live within {timeout:.0f}s:\n{operator.log()[-3000:]}")
