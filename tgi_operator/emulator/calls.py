@@ -83,9 +83,11 @@ def accounted(calls: CallLog, method: str, handler: Handler) -> Handler:
             calls.record(method, error.code)
             await context.abort_with_status(rpc_status.to_status(error.to_status()))
             raise  # unreachable: abort_with_status raises
-        except Exception:
+        except Exception as unexpected:  # a bug in the emulator: answer INTERNAL, like Google's 500s
             log.exception("emulator handler %s failed", method)
             calls.record(method, grpc.StatusCode.INTERNAL)
+            error = ApiError(grpc.StatusCode.INTERNAL, f"Internal error in the emulator ({type(unexpected).__name__}).")
+            await context.abort_with_status(rpc_status.to_status(error.to_status()))
             raise
         calls.record(method, grpc.StatusCode.OK)
         return response

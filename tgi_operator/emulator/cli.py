@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import signal
 import sys
 from pathlib import Path
@@ -35,6 +36,7 @@ def _parse_roles(values: list[str]) -> dict[str, set[str]]:
 
 
 async def _serve(config: EmulatorConfig) -> None:
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     emulator = Emulator(config)
     await emulator.start()
     stop = asyncio.Event()

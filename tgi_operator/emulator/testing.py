@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import queue
 import subprocess
 import sys
 import threading
@@ -96,24 +97,26 @@ def start_emulator_process(
     process = subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=stderr, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"}
     )
+    lines: queue.Queue[str | None] = queue.Queue()
+    threading.Thread(target=_pump, args=(process, lines), daemon=True).start()
     deadline = time.monotonic() + timeout
-    assert process.stdout is not None
-    while time.monotonic() < deadline:
-        line = process.stdout.readline()
-        if not line:
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            line = lines.get(timeout=left)
+        except queue.Empty:
+            break
+        if line is None:
             break  # the process ended before it was ready
-        if line.startswith("{"):
-            document = json.loads(line)
-            if document.get("ready"):
-                threading.Thread(target=_drain, args=(process,), daemon=True).start()
-                return EmulatorProcess(process, document)
+        if line.startswith("{") and json.loads(line).get("ready"):
+            return EmulatorProcess(process, json.loads(line))
     process.kill()
     process.wait()
     raise RuntimeError(f"the emulator did not become ready within {timeout} s (exit code {process.returncode})")
 
 
-def _drain(process: subprocess.Popen[str]) -> None:
-    """Keep reading stdout so the child never blocks on a full pipe."""
+def _pump(process: subprocess.Popen[str], lines: queue.Queue[str | None]) -> None:
+    """Read stdout on a thread, so waiting for the ready line is bounded and the pipe never fills."""
     assert process.stdout is not None
-    for _ in process.stdout:
-        pass
+    for line in process.stdout:
+        lines.put(line)
+    lines.put(None)
