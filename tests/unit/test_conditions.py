@@ -84,6 +84,13 @@ CASES: list[tuple[str, run_v2.Service | None, dict[str, Any], tuple[bool, bool, 
     ),
     ("reconciling", service(reconciling=True, state=State.CONDITION_RECONCILING), {}, progressing("Deploying"), "generation 2"),
     (
+        "reconciling with the previous outcome still shown",
+        service(reconciling=True, state=State.CONDITION_SUCCEEDED),
+        {"probe": HEALTHY},
+        progressing("Deploying"),
+        "generation 2",
+    ),
+    (
         "older generation observed",
         service(generation=3, observed_generation=2),
         {"probe": HEALTHY},
