@@ -17,6 +17,7 @@ def _register() -> None:
 
     app.add_typer(dev_cluster_app, name="dev-cluster")
     app.command("run")(__import__("tgi_operator.run_cli", fromlist=["run"]).run)
+    app.command("demo")(__import__("tgi_operator.demo_cli", fromlist=["demo"]).demo)
     app.command("crd")(__import__("tgi_operator.crd", fromlist=["crd_command"]).crd_command)
     app.add_typer(__import__("tgi_operator.emulator.cli", fromlist=["emulator_app"]).emulator_app, name="emulator")
 

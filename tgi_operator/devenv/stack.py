@@ -56,14 +56,18 @@ class OperatorProcess:
             return self.process.wait(timeout)
 
 
-def start_operator(kubeconfig: Path, env: dict[str, str], log_file: Path, timeout: float = 60.0) -> OperatorProcess:
-    """`tgi-operator run --all-namespaces` with `env` (TGI_OPERATOR_*, GCE_METADATA_*); ready when /healthz answers."""
+def start_operator(
+    kubeconfig: Path, env: dict[str, str], log_file: Path, timeout: float = 60.0, detach: bool = False
+) -> OperatorProcess:
+    """`tgi-operator run --all-namespaces` with `env` (TGI_OPERATOR_*, GCE_METADATA_*); ready when /healthz answers.
+    `detach`: a session of its own, so it outlives the caller (and the caller's Ctrl-C)."""
     port = free_port()
     command = [sys.executable, "-m", "tgi_operator.cli", "run", "--all-namespaces", f"--liveness-port={port}",
                "--liveness-host=127.0.0.1", "--verbose"]
     full_env = {**os.environ, **env, "KUBECONFIG": str(kubeconfig), "PYTHONUNBUFFERED": "1"}
     log = open(log_file, "ab")  # noqa: SIM115 - handed to the child
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=full_env, stdin=subprocess.DEVNULL)
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=full_env, stdin=subprocess.DEVNULL,
+                               start_new_session=detach)
     log.close()
     operator = OperatorProcess(process, log_file, f"http://127.0.0.1:{port}/healthz")
     deadline = time.monotonic() + timeout
