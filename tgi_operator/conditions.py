@@ -55,10 +55,12 @@ def assess(
     if service is None or wrote:
         return _progress("Deploying", "Cloud Run is deploying a new revision")
     terminal = service.terminal_condition
+    if service.reconciling or service.observed_generation != service.generation:
+        return _progress("Deploying", f"Cloud Run is deploying generation {service.generation}")
     if terminal.state == State.CONDITION_FAILED:
         message = terminal.message or "the latest revision failed"
         return Assessment(False, False, True, "RevisionFailed", f"Cloud Run: {message}")
-    if service.reconciling or service.observed_generation != service.generation or terminal.state != State.CONDITION_SUCCEEDED:
+    if terminal.state != State.CONDITION_SUCCEEDED:
         return _progress("Deploying", f"Cloud Run is deploying generation {service.generation}")
     if not service.uri:
         return _progress("WaitingForURL", "Cloud Run has not assigned a URL yet")

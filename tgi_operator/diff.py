@@ -50,13 +50,21 @@ def _suspended(service: run_v2.Service) -> bool:
     return s.scaling_mode == run_v2.ServiceScaling.ScalingMode.MANUAL and s.manual_instance_count == 0
 
 
+OWNED_ANNOTATION_PREFIX = "tgi-operator.dev/"
+
+
+def _owned_keys(desired, observed) -> list[str]:
+    """Annotation keys we own: what we set, and anything under our prefix (a stale one must go)."""
+    return sorted(set(desired) | {k for k in observed if k.startswith(OWNED_ANNOTATION_PREFIX)})
+
+
 def owned_fields(service: run_v2.Service, desired: run_v2.Service) -> dict[str, Any]:
     """The fields the operator owns, flattened to comparable values. Labels and annotations: only the keys
     the desired service sets (others belong to whoever added them)."""
     container, template = _container(service), service.template
     return {
         "labels": {k: service.labels.get(k) for k in desired.labels},
-        "annotations": {k: service.annotations.get(k) for k in desired.annotations},
+        "annotations": {k: service.annotations.get(k) for k in _owned_keys(desired.annotations, service.annotations)},
         "description": service.description,
         "ingress": service.ingress,
         "invokerIamDisabled": service.invoker_iam_disabled,
@@ -98,7 +106,8 @@ def merge_for_update(desired: run_v2.Service, observed: run_v2.Service) -> run_v
     for key, value in observed.labels.items():
         update.labels.setdefault(key, value)
     for key, value in observed.annotations.items():
-        update.annotations.setdefault(key, value)
+        if not key.startswith(OWNED_ANNOTATION_PREFIX):
+            update.annotations.setdefault(key, value)
     _drop_reserved(update.labels)
     _drop_reserved(update.annotations)
     return update
@@ -112,7 +121,7 @@ def without_owner(observed: run_v2.Service) -> run_v2.Service:
     for key in (MANAGED_BY[0], *OWNER_LABELS):
         released.labels.pop(key, None)
         released.template.labels.pop(key, None)
-    for key in list(released.annotations):
-        if key.startswith("tgi-operator.dev/"):
-            released.annotations.pop(key)
+    for annotations in (released.annotations, released.template.annotations):
+        for key in [k for k in annotations if k.startswith(OWNED_ANNOTATION_PREFIX)]:
+            annotations.pop(key)
     return released

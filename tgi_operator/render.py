@@ -87,9 +87,9 @@ def _env(spec: TGIServiceSpec) -> list[run_v2.EnvVar]:
 
 
 def _memory(spec: TGIServiceSpec) -> str:
-    """Cloud Run wants memory as <n>Gi/<n>Mi; normalise any Kubernetes notation to the largest exact unit."""
+    """Cloud Run wants memory with a unit (32Gi, 17G); normalise any Kubernetes notation to the largest exact one."""
     size = spec.resources.memory_bytes()
-    for unit, factor in (("Gi", 1024**3), ("Mi", 1024**2), ("Ki", 1024)):
+    for unit, factor in (("Gi", 1024**3), ("Mi", 1024**2), ("Ki", 1024), ("G", 10**9), ("M", 10**6), ("k", 10**3)):
         if size % factor == 0:
             return f"{size // factor}{unit}"
     return str(size)
@@ -107,6 +107,11 @@ def invoker_members(namespace: str, name: str, spec: TGIServiceSpec, project: st
     if spec.access.public:
         members.add(PUBLIC_MEMBER)
     return sorted(members)
+
+
+def _invokers_annotation(members: list[str]) -> dict[str, str]:
+    # Left out when empty: an empty annotation value may not survive a round trip through Cloud Run.
+    return {INVOKERS_ANNOTATION: ",".join(members)} if members else {}
 
 
 def render_service(namespace: str, name: str, spec: TGIServiceSpec, where: Target) -> run_v2.Service:
@@ -141,7 +146,7 @@ def render_service(namespace: str, name: str, spec: TGIServiceSpec, where: Targe
     service = run_v2.Service(
         description=f"Hugging Face TGI serving {spec.model.id} for TGIService {namespace}/{name}",
         labels=owner_labels(namespace, name),
-        annotations={INVOKERS_ANNOTATION: ",".join(invoker_members(namespace, name, spec, where.project))},
+        annotations=_invokers_annotation(invoker_members(namespace, name, spec, where.project)),
         ingress=run_v2.IngressTraffic.INGRESS_TRAFFIC_ALL,
         invoker_iam_disabled=False,  # every request is checked against run.invoker
         template=template,

@@ -351,3 +351,21 @@ def test_copy_is_deep() -> None:
     duplicate.labels["new"] = "1"
     assert "--x" not in original.template.containers[0].args
     assert "new" not in original.labels
+
+
+def test_a_stale_invokers_annotation_is_a_difference_and_the_update_drops_it() -> None:
+    desired = desired_service(access={})  # no invokers at all: no annotation rendered
+    assert INVOKERS_ANNOTATION not in desired.annotations
+    observed = as_read_back(desired)
+    observed.annotations[INVOKERS_ANNOTATION] = "user:gone@example.com"
+    assert diff(desired, observed) == ["annotations"]
+    assert INVOKERS_ANNOTATION not in merge_for_update(desired, observed).annotations
+
+
+def test_retain_also_drops_our_template_annotations() -> None:
+    observed = as_read_back(desired_service())
+    observed.template.annotations["tgi-operator.dev/retry"] = "2"
+    observed.template.annotations["team"] = "search"
+    released = without_owner(observed)
+    assert "tgi-operator.dev/retry" not in released.template.annotations
+    assert released.template.annotations["team"] == "search"

@@ -335,3 +335,13 @@ def test_every_sample_renders(sample: Path) -> None:
     assert service.template.node_selector.accelerator == spec.resources.gpu.type.value
     for env in container.env:  # a token is only ever a Secret Manager reference
         assert env.name != "HF_TOKEN" or (env.value == "" and env.value_source.secret_key_ref.secret)
+
+
+def test_no_invokers_means_no_annotation() -> None:
+    assert INVOKERS_ANNOTATION not in rendered(spec_of()).annotations
+
+
+@pytest.mark.parametrize(("memory", "expected"), [("20G", "20G"), ("18500M", "18500M"), ("20000M", "20G"), ("16Gi", "16Gi")])
+def test_decimal_memory_keeps_a_unit(memory: str, expected: str) -> None:
+    service = rendered(spec_of(resources={"cpu": 8, "memory": memory}))
+    assert only_container(service).resources.limits["memory"] == expected
