@@ -87,12 +87,11 @@ def _env(spec: TGIServiceSpec) -> list[run_v2.EnvVar]:
 
 
 def _memory(spec: TGIServiceSpec) -> str:
-    """Cloud Run wants memory with a unit (32Gi, 17G); normalise any Kubernetes notation to the largest exact one."""
+    """Cloud Run wants memory with a unit (32Gi, 20G); normalise any Kubernetes notation to the shortest exact one."""
     size = spec.resources.memory_bytes()
-    for unit, factor in (("Gi", 1024**3), ("Mi", 1024**2), ("Ki", 1024), ("G", 10**9), ("M", 10**6), ("k", 10**3)):
-        if size % factor == 0:
-            return f"{size // factor}{unit}"
-    return str(size)
+    units = (("Gi", 1024**3), ("Mi", 1024**2), ("G", 10**9), ("M", 10**6), ("Ki", 1024), ("k", 10**3))
+    exact = [f"{size // factor}{unit}" for unit, factor in units if size % factor == 0]
+    return min(exact, key=len, default=str(size))  # the shortest exact form; binary units win ties
 
 
 def invoker_service_account(namespace: str, name: str, project: str) -> str:
