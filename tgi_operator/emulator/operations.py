@@ -20,6 +20,7 @@ from tgi_operator.emulator.errors import ApiError, not_found
 from tgi_operator.emulator.state import State
 
 MAX_WAIT_S = 60.0  # WaitOperation without a timeout waits at most this long, then returns the operation
+MAX_DONE_KEPT = 1000  # finished operations kept (oldest dropped first), so benchmarks do not grow the state forever
 
 
 def pack_service(service: run_v2.Service) -> any_pb2.Any:
@@ -37,6 +38,7 @@ class OperationBook:
         self._done: dict[str, asyncio.Event] = {}
 
     def start(self, parent: str, service: run_v2.Service) -> operations_pb2.Operation:
+        self._forget_old()
         name = f"{parent}/operations/{uuid.uuid4()}"
         op = operations_pb2.Operation(name=name, metadata=pack_service(service), done=False)
         self._state.operations[name] = op
@@ -61,6 +63,12 @@ class OperationBook:
         op = self.start(parent, service)
         self.finish(op.name, service)
         return self._state.operations[op.name]
+
+    def _forget_old(self) -> None:
+        done = [n for n, op in self._state.operations.items() if op.done]  # dicts keep insertion order: oldest first
+        for name in done[: max(0, len(done) - MAX_DONE_KEPT)]:
+            del self._state.operations[name]
+            self._done.pop(name, None)
 
     def _event(self, name: str) -> asyncio.Event:
         event = self._done.setdefault(name, asyncio.Event())
