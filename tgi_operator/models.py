@@ -608,6 +608,18 @@ class EnvVar(_Model):
     value: Annotated[StrictStr, Field(max_length=32768, description="Variable value.")] = ""
 
 
+def _immutable_rules() -> list[dict[str, Any]]:
+    """Where the service lives cannot change in place: a move would orphan the old service (and its GPUs)."""
+    return [
+        _cel("self.region == oldSelf.region",
+             "region is immutable: create a new TGIService in the new region and delete this one",
+             field_path=".region", reason="FieldValueForbidden"),
+        _cel("has(self.project) == has(oldSelf.project) && (!has(self.project) || self.project == oldSelf.project)",
+             "project is immutable: create a new TGIService in the new project and delete this one",
+             field_path=".project", reason="FieldValueForbidden"),
+    ]
+
+
 def _region_rules() -> list[dict[str, Any]]:
     return [
         _cel(
@@ -626,7 +638,7 @@ def _region_message(gpu: GpuType) -> str:
 class TGIServiceSpec(_Model):
     """Desired state: one Cloud Run GPU service running Hugging Face TGI."""
 
-    model_config = ConfigDict(json_schema_extra=_rules(*_region_rules()))
+    model_config = ConfigDict(json_schema_extra=_rules(*_region_rules(), *_immutable_rules()))
 
     project: Annotated[
         ProjectId | None,

@@ -99,6 +99,14 @@ def check_policy(spec: TGIServiceSpec, where: Target, settings: Settings) -> Non
                     "(TGI_OPERATOR_ALLOW_PUBLIC_SERVICES=false); list invokers instead")
 
 
+def check_same_target(managed: str | None, where: Target) -> None:
+    """The CRD makes project and region immutable; the operator's default project can still change. Never
+    follow it silently: that would leave the old service running (and billing) with no owner."""
+    if managed and managed != where.name:
+        raise Stall("TargetChanged", f"this object manages {managed} but its spec now resolves to {where.name} "
+                    "(did the operator's default project change?); set spec.project back, or recreate the TGIService")
+
+
 def resolve_target(obj: ObjectRef, spec: TGIServiceSpec, settings: Settings) -> Target:
     try:
         return target(obj.namespace, obj.name, spec, settings.default_project)
@@ -123,6 +131,7 @@ async def reconcile(
         spec = checked_spec(obj)
         suspended = spec.suspend
         where = resolve_target(obj, spec, settings)
+        check_same_target(previous.service_name, where)
         status.service_name = where.name
         check_policy(spec, where, settings)
         desired = render_service(obj.namespace, obj.name, spec, where)
@@ -247,6 +256,10 @@ async def finalize(obj: ObjectRef, adapters: Adapters, settings: Settings) -> li
         where = target(obj.namespace, obj.name, spec, settings.default_project)
     except (ValidationError, ValueError):
         return [Event("Normal", "Deleted", "the spec never named a valid Cloud Run service: nothing to remove")]
+    managed = obj.status.get("serviceName")
+    if managed and managed != where.name:  # clean up what we made, not what the spec resolves to today
+        project, region, service = managed.split("/")[1::2]
+        where = Target(project, region, service)
     observed = await adapters.services.get(where.name)
     if observed is not None and not is_owned_by(dict(observed.labels), obj.namespace, obj.name):
         return [Event("Normal", "Deleted", f"{where.name} is not managed by this object: left untouched")]

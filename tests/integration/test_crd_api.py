@@ -232,3 +232,23 @@ def test_kubectl_explain_shows_the_descriptions(cluster: KubeCluster, crd_instal
         assert field in text and words in text, field
     explained = " ".join(cluster.kubectl("explain", "tgis.spec.resources.cpu").stdout.split())
     assert "a whole number within the GPU type's bounds" in explained
+
+
+@pytest.mark.parametrize(
+    ("patch", "field"),
+    [
+        ({"spec": {"region": "us-east4"}}, "spec.region"),
+        ({"spec": {"project": "other-project"}}, "spec.project"),
+    ],
+)
+def test_where_the_service_lives_is_immutable(
+    cluster: KubeCluster, crd_installed: str, namespace: str, patch: dict[str, Any], field: str
+) -> None:
+    """Moving a service in place would orphan the old one and its GPUs: the API server refuses it."""
+    base = manifest("moving", {"region": "us-central1", "project": "my-project", "model": {"id": "org/model"}})
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(base))
+    result = cluster.kubectl("patch", "tgis", "moving", "-n", namespace, "--type=merge", "-p", json.dumps(patch), check=False)
+    assert result.returncode != 0
+    assert field in result.stderr and "immutable" in result.stderr
+    # Everything else stays editable.
+    cluster.kubectl("patch", "tgis", "moving", "-n", namespace, "--type=merge", "-p", '{"spec":{"scaling":{"concurrency":8}}}')

@@ -159,3 +159,16 @@ def test_resolve_target_without_any_project_stalls() -> None:
 )
 def test_resolve_target(spec: dict[str, Any], default_project: str | None, expected: str) -> None:
     assert resolve_target(obj(spec), parse_spec(spec), settings(default_project=default_project)).name == expected
+
+
+def test_a_changed_target_stalls_instead_of_orphaning_the_service() -> None:
+    from tgi_operator.reconcile import Stall, check_same_target
+    from tgi_operator.render import Target
+
+    where = Target("new-project", "us-central1", "team-a-llama")
+    check_same_target(None, where)  # first pass: nothing managed yet
+    check_same_target(where.name, where)  # unchanged
+    with pytest.raises(Stall) as stall:
+        check_same_target("projects/old-project/locations/us-central1/services/team-a-llama", where)
+    assert stall.value.problem.reason == "TargetChanged"
+    assert "projects/old-project" in stall.value.problem.message
