@@ -69,6 +69,26 @@ class CloudRunServices:
         )
 
     @translate_errors
+    async def validate(self, parent: str, service_id: str, service: run_v2.Service) -> None:
+        """Cloud Run's server-side check of a service, changing nothing (validate_only); raises CloudError if refused.
+
+        A service that already exists is checked as the update that would replace it (CreateService would only
+        answer ALREADY_EXISTS).
+        """
+        try:
+            operation = await self._client.create_service(
+                request=run_v2.CreateServiceRequest(parent=parent, service_id=service_id, service=service, validate_only=True),
+                retry=None, timeout=self._timeout,
+            )
+        except gexc.AlreadyExists:
+            named = run_v2.Service(service)
+            named.name = f"{parent}/services/{service_id}"
+            operation = await self._client.update_service(
+                request=run_v2.UpdateServiceRequest(service=named, validate_only=True), retry=None, timeout=self._timeout
+            )
+        await operation.result(timeout=self._timeout)  # done at once; an error in it is a refusal too
+
+    @translate_errors
     async def delete(self, name: str) -> bool:
         """Start the delete; False when there was nothing to delete."""
         try:
