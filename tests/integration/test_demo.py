@@ -42,7 +42,8 @@ def test_demo_keep_then_down_and_twice(tmp_path: Path) -> None:
     assert second.returncode == 0, second.stdout + second.stderr
     assert "still there: stopping it first" in second.stdout
 
-    run_demo("--keep", "--state-dir", str(state))
+    third = run_demo("--keep", "--state-dir", str(state))
+    assert third.returncode == 0, third.stdout + third.stderr
     pids = [int(p) for p in __import__("json").loads((state / "demo.json").read_text()).values() if isinstance(p, int)]
     stopped = run_demo("--down", "--state-dir", str(state))
     assert stopped.returncode == 0 and "stopped the demo" in stopped.stdout

@@ -247,3 +247,21 @@ def test_invoker_account_follows_the_spec(operator_stack: Stack, namespace: str)
         stack.iam.get_service_account(name=f"projects/{PROJECT}/serviceAccounts/{sa}")
     policy = stack.run.get_iam_policy(request={"resource": status["serviceName"]})
     assert {m for b in policy.bindings if b.role == "roles/run.invoker" for m in b.members} == {"group:ml@example.com"}
+
+
+def test_suspend_scales_to_zero_and_resume_serves_again(operator_stack: Stack, namespace: str) -> None:
+    stack = operator_stack
+    stack.apply(namespace, SEED)
+    ready(stack, namespace)
+    stack.kube.kubectl("patch", "tgis", SEED_NAME, "-n", namespace, "--type=merge", "-p", '{"spec":{"suspend":true}}')
+    suspended = ready(stack, namespace, generation=2)
+    assert condition(suspended, "Ready")["reason"] == "Suspended"
+    service = stack.service(namespace, SEED_NAME)
+    assert service.scaling.scaling_mode == run_v2.ServiceScaling.ScalingMode.MANUAL
+    assert service.scaling.manual_instance_count == 0
+    assert suspended["status"]["url"] == service.uri  # the URL and everything else stay
+
+    stack.kube.kubectl("patch", "tgis", SEED_NAME, "-n", namespace, "--type=merge", "-p", '{"spec":{"suspend":false}}')
+    resumed = ready(stack, namespace, generation=3)
+    assert condition(resumed, "Ready")["reason"] == "Ready"
+    assert stack.service(namespace, SEED_NAME).scaling.scaling_mode != run_v2.ServiceScaling.ScalingMode.MANUAL
