@@ -21,6 +21,7 @@ def _register() -> None:
     app.command("crd")(__import__("tgi_operator.crd", fromlist=["crd_command"]).crd_command)
     app.add_typer(__import__("tgi_operator.emulator.cli", fromlist=["emulator_app"]).emulator_app, name="emulator")
     app.command("render")(__import__("tgi_operator.render_cli", fromlist=["render"]).render)
+    app.command("proxy")(__import__("tgi_operator.proxy_cli", fromlist=["proxy"]).proxy)
 
 
 _register()

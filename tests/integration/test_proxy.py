@@ -1,0 +1,173 @@
+"""`tgi-operator proxy`: a private TGIService, called from localhost through the proxy with the caller's ID token.
+
+The whole stack (kube-apiserver, emulator, operator); the proxy runs as its own process with an admin kubeconfig
+and the emulator's metadata server as its Google identity (the operator identity, which holds roles/run.admin
+and so may invoke). Without the proxy, the same request is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import openai
+import pytest
+import requests
+from operator_fixtures import *  # noqa: F403
+from operator_fixtures import SAMPLES, Stack, condition, wait_for
+
+pytestmark = pytest.mark.integration
+SEED = SAMPLES / "llama-3-1-8b-awq.yaml"
+SEED_NAME = "llama-3-1-8b-awq"
+MODEL = "hugging-quants/Meta-Llama-3.1-8B-Instruct-AWQ-INT4"
+CHAT = {"model": "tgi", "messages": [{"role": "user", "content": "Say hello"}], "max_tokens": 12}
+START_TIMEOUT_S = 30.0
+
+
+def ready(stack: Stack, namespace: str, name: str = SEED_NAME) -> dict:
+    def check() -> dict | None:
+        obj = stack.tgis(namespace, name)
+        return obj if condition(obj, "Ready").get("status") == "True" else None
+
+    return wait_for(check, timeout=40, what=f"{namespace}/{name} Ready")
+
+
+@dataclass
+class ProxyProcess:
+    process: subprocess.Popen[str]
+    url: str  # http://127.0.0.1:PORT
+    upstream: str
+    output: list[str]  # everything it printed (stdout and stderr)
+
+
+def proxy_env(stack: Stack) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TGI_OPERATOR_", "GOOGLE_APPLICATION_CREDENTIALS"))}
+    metadata = {k: v for k, v in stack.emulator.env.items() if k.startswith("GCE_METADATA_")}
+    return {**env, **metadata, "KUBECONFIG": str(stack.kube.kubeconfig), "PYTHONUNBUFFERED": "1"}
+
+
+def run_proxy(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
+    """A proxy invocation expected to end by itself (an error)."""
+    return subprocess.run([sys.executable, "-m", "tgi_operator.cli", "proxy", *args], capture_output=True, text=True,
+                          env=proxy_env(stack), timeout=60)
+
+
+@contextmanager
+def started_proxy(stack: Stack, name: str, namespace: str) -> Iterator[ProxyProcess]:
+    """`tgi-operator proxy NAME -n NS --port 0 -v`, once it printed its ready line; stopped (SIGTERM) afterwards."""
+    command = [sys.executable, "-m", "tgi_operator.cli", "proxy", name, "-n", namespace, "--port", "0", "--verbose"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=proxy_env(stack))
+    lines: queue.Queue[str | None] = queue.Queue()
+    output: list[str] = []
+
+    def pump() -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            output.append(line)
+            lines.put(line)
+        lines.put(None)
+
+    threading.Thread(target=pump, daemon=True).start()
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
+            assert line is not None, f"the proxy ended before it was ready: {''.join(output)}"
+            if line.startswith("Proxying "):
+                local, _, upstream = line.removeprefix("Proxying ").strip().partition(" -> ")
+                break
+            assert time.monotonic() < deadline, f"no ready line within {START_TIMEOUT_S} s: {''.join(output)}"
+        yield ProxyProcess(process, local, upstream, output)
+    finally:
+        process.terminate()
+        try:
+            assert process.wait(timeout=15) == 0, "the proxy did not stop cleanly on SIGTERM"
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+
+
+def sse_events(response: requests.Response) -> list[str]:
+    """The data of each event (SSE: "data:" and an optional space; TGI writes none, except before [DONE])."""
+    lines = response.iter_lines(decode_unicode=True)
+    return [line[5:].removeprefix(" ") for line in lines if line.startswith("data:")]
+
+
+def test_the_proxy_calls_the_private_service_with_a_token_and_without_it_the_service_refuses(
+    operator_stack: Stack, namespace: str
+) -> None:
+    stack = operator_stack
+    stack.apply(namespace, SEED)
+    url = ready(stack, namespace)["status"]["url"]
+
+    # Straight to the service: no token, or a made-up one, and Cloud Run (the emulator) refuses.
+    assert requests.post(f"{url}/v1/chat/completions", json=CHAT, timeout=10).status_code == 403
+    bogus = requests.post(f"{url}/v1/chat/completions", json=CHAT, headers={"Authorization": "Bearer x.y.z"}, timeout=10)
+    assert bogus.status_code == 401
+
+    with started_proxy(stack, SEED_NAME, namespace) as proxy:
+        assert proxy.upstream == url
+        # The client's own Authorization (here a made-up API key) is replaced by the proxy's ID token.
+        chat = requests.post(f"{proxy.url}/v1/chat/completions", json=CHAT, headers={"Authorization": "Bearer sk-anything"},
+                             timeout=10)
+        assert chat.status_code == 200, chat.text
+        assert chat.json()["object"] == "chat.completion" and chat.json()["choices"][0]["message"]["content"]
+
+        info = requests.get(f"{proxy.url}/info", timeout=10)
+        assert info.status_code == 200 and info.json()["model_id"] == MODEL
+        assert info.json()["max_concurrent_requests"] == 64
+
+        # Server-sent events, passed on as chunks (no Content-Length: nothing is buffered to measure it).
+        with requests.post(f"{proxy.url}/v1/chat/completions", json={**CHAT, "stream": True}, stream=True, timeout=10) as streamed:
+            assert streamed.status_code == 200
+            assert streamed.headers["Content-Type"].startswith("text/event-stream")
+            assert streamed.headers.get("Transfer-Encoding") == "chunked" and "Content-Length" not in streamed.headers
+            events = sse_events(streamed)
+        assert events[-1] == "[DONE]"
+        chunks = [json.loads(e) for e in events[:-1]]
+        assert len(chunks) > 1 and all(c["object"] == "chat.completion.chunk" for c in chunks)
+        streamed_text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
+        assert streamed_text == chat.json()["choices"][0]["message"]["content"]  # the stand-in is deterministic
+
+        # The service's own answers pass through unchanged: status, body, query string.
+        refused = requests.post(f"{proxy.url}/v1/chat/completions", data=b"not json",
+                                headers={"Content-Type": "application/json"}, timeout=10)
+        assert refused.status_code == 422 and refused.json()["error_type"] == "validation"
+        assert requests.get(f"{proxy.url}/health?probe=1", timeout=10).status_code == 200
+
+        # The openai SDK, pointed at the proxy, with any API key.
+        client = openai.OpenAI(base_url=f"{proxy.url}/v1", api_key="unused", max_retries=0, timeout=10)
+        reply = client.chat.completions.create(model="tgi", messages=CHAT["messages"], max_tokens=12)
+        assert reply.choices[0].message.content == chat.json()["choices"][0]["message"]["content"]
+        pieces = [c.choices[0].delta.content or "" for c in
+                  client.chat.completions.create(model="tgi", messages=CHAT["messages"], max_tokens=12, stream=True)
+                  if c.choices]
+        assert "".join(pieces) == reply.choices[0].message.content
+
+    log = "".join(proxy.output)
+    assert "POST /v1/chat/completions -> 200" in log  # --verbose logs each request ...
+    assert "eyJ" not in log  # ... but never a token (JWTs start with "eyJ")
+
+
+def test_no_proxy_for_an_object_that_is_missing_or_has_no_url_yet(operator_stack: Stack, namespace: str) -> None:
+    stack = operator_stack
+    missing = run_proxy(stack, "no-such-service", "-n", namespace, "--port", "0")
+    assert missing.returncode == 1
+    assert f"error: TGIService {namespace}/no-such-service not found" in missing.stderr
+
+    # The operator in this stack does not allow public services: the object stalls and never gets a URL.
+    stack.apply(namespace, SAMPLES / "public-demo.yaml")
+    wait_for(lambda: condition(stack.tgis(namespace, "smollm2-demo"), "Stalled").get("status") == "True",
+             timeout=40, what="smollm2-demo Stalled")
+    stalled = run_proxy(stack, "smollm2-demo", "-n", namespace, "--port", "0")
+    assert stalled.returncode == 1
+    assert f"error: TGIService {namespace}/smollm2-demo is not Ready yet: spec.access.public" in stalled.stderr

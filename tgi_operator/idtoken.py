@@ -1,0 +1,56 @@
+"""Google ID tokens for calling private Cloud Run services, cached per audience until shortly before expiry.
+
+google-auth finds the identity: GOOGLE_APPLICATION_CREDENTIALS (a service-account or impersonated
+service-account JSON file), else the metadata server (GKE Workload Identity, GCE, Cloud Run; locally the
+emulator's metadata-compatible endpoint via GCE_METADATA_HOST / GCE_METADATA_IP). Tokens are never logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+import google.auth.transport.requests
+from google.auth import jwt
+from google.oauth2 import id_token
+
+# Renew this long before `exp`, so a token never expires while a long (streamed) request is in flight.
+TOKEN_MARGIN_S = 300
+FALLBACK_LIFETIME_S = 600  # a token without `exp` (never from Google) is still reused briefly
+
+
+def fetch_google_id_token(audience: str) -> str:
+    """Blocking: one fresh ID token for `audience` from the environment's Google identity."""
+    return id_token.fetch_id_token(google.auth.transport.requests.Request(), audience)
+
+
+class IdTokenSource:
+    """Async access to cached ID tokens; one fetch at a time, so a burst of requests makes one token call."""
+
+    def __init__(self, fetch: Callable[[str], str] = fetch_google_id_token, margin_s: float = TOKEN_MARGIN_S) -> None:
+        self._fetch = fetch
+        self._margin_s = margin_s
+        self._tokens: dict[str, tuple[str, float]] = {}  # audience -> (token, exp as a Unix time)
+        self._lock = asyncio.Lock()
+
+    def _cached(self, audience: str) -> str | None:
+        cached = self._tokens.get(audience)
+        if cached and cached[1] - self._margin_s > time.time():
+            return cached[0]
+        return None
+
+    async def token(self, audience: str) -> str:
+        if (token := self._cached(audience)) is not None:
+            return token
+        async with self._lock:
+            if (token := self._cached(audience)) is not None:  # another caller fetched it meanwhile
+                return token
+            token = await asyncio.to_thread(self._fetch, audience)
+            expiry = jwt.decode(token, verify=False).get("exp", time.time() + FALLBACK_LIFETIME_S)
+            self._tokens[audience] = (token, float(expiry))
+            return token
+
+    def invalidate(self, audience: str) -> None:
+        """Forget the token, e.g. after the service refused it (401/403), so the next call fetches anew."""
+        self._tokens.pop(audience, None)

@@ -1,0 +1,122 @@
+"""A local HTTP proxy to a private Cloud Run service, like `gcloud run services proxy`.
+
+Each request is forwarded as is (method, path, query, body, end-to-end headers) with `Authorization: Bearer
+<ID token>` for the service URL as audience, so any local client (curl, the openai SDK) can call the private
+service. Responses are streamed back chunk by chunk as they arrive, so server-sent events (`stream: true`)
+reach the client token by token. Tokens come from idtoken.py and are never logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+import aiohttp
+from aiohttp import web
+from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
+
+from tgi_operator.idtoken import IdTokenSource
+
+log = logging.getLogger(__name__)
+
+# RFC 9110 §7.6.1: meaningful for one connection only, never forwarded.
+HOP_BY_HOP = frozenset({
+    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection", "te", "trailer",
+    "transfer-encoding", "upgrade",
+})  # fmt: skip
+# The proxy sets these itself: the upstream Host, its own credentials (X-Serverless-Authorization would win over
+# Authorization at Cloud Run's front end), and the body length aiohttp computes.
+REQUEST_REPLACED = frozenset({"host", "authorization", "x-serverless-authorization", "content-length"})
+MAX_REQUEST_BYTES = 32 * 1024 * 1024  # Cloud Run's HTTP/1 request size limit
+CONNECT_TIMEOUT_S = 30.0  # no read timeout: a generation may take minutes before its first byte
+
+
+def _end_to_end(headers: CIMultiDictProxy[str], drop: frozenset[str]) -> CIMultiDict[str]:
+    """Headers worth forwarding: not hop-by-hop, not named in Connection, not in `drop`."""
+    listed = {token.strip().lower() for value in headers.getall("Connection", []) for token in value.split(",")}
+    return CIMultiDict((k, v) for k, v in headers.items() if k.lower() not in HOP_BY_HOP | drop | listed)
+
+
+class CloudRunProxy:
+    """Forwards every request to `url` with an ID token for it."""
+
+    def __init__(self, url: str, tokens: IdTokenSource | None = None) -> None:
+        self.url = url.rstrip("/")
+        self._tokens = tokens or IdTokenSource()
+        self._session: aiohttp.ClientSession | None = None
+
+    async def token(self) -> str:
+        """An ID token for the service (cached); also how `serve` checks credentials before it says ready."""
+        return await self._tokens.token(self.url)
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=MAX_REQUEST_BYTES)
+        app.router.add_route("*", "/{tail:.*}", self._forward)
+        app.on_startup.append(self._open)
+        app.on_cleanup.append(self._close)
+        return app
+
+    async def _open(self, app: web.Application) -> None:
+        # auto_decompress off: bytes pass through unchanged with their Content-Encoding and Content-Length.
+        self._session = aiohttp.ClientSession(
+            auto_decompress=False, timeout=aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT_S)
+        )
+
+    async def _close(self, app: web.Application) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def _forward(self, request: web.Request) -> web.StreamResponse:
+        assert self._session is not None
+        try:
+            token = await self.token()
+        except Exception as exc:  # noqa: BLE001 - any credential problem: tell the client why, never the token
+            log.warning("%s %s -> 502: no ID token: %s", request.method, request.path, type(exc).__name__)
+            return web.Response(status=502, text=f"tgi-operator proxy: cannot obtain an ID token for {self.url}: "
+                                                 f"{type(exc).__name__}: {exc}\n")
+        headers = _end_to_end(request.headers, REQUEST_REPLACED)
+        headers["Authorization"] = f"Bearer {token}"
+        body = await request.read()
+        target = URL(self.url + str(request.rel_url), encoded=True)  # path and query exactly as the client sent them
+        response: web.StreamResponse | None = None
+        try:
+            async with self._session.request(
+                request.method, target, headers=headers, data=body or None, allow_redirects=False
+            ) as upstream:
+                if upstream.status == 401:  # refused token (e.g. revoked early): fetch a fresh one next time
+                    self._tokens.invalidate(self.url)
+                response = web.StreamResponse(status=upstream.status, reason=upstream.reason,
+                                              headers=_end_to_end(upstream.headers, frozenset()))
+                await response.prepare(request)
+                async for chunk in upstream.content.iter_any():  # as it arrives: SSE events are not held back
+                    await response.write(chunk)
+                await response.write_eof()
+                log.info("%s %s -> %d", request.method, request.path, upstream.status)
+                return response
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            log.warning("%s %s -> 502: %s", request.method, request.path, type(exc).__name__)
+            if response is not None and response.prepared:
+                raise  # headers already sent: all we can do is cut the connection
+            return web.Response(status=502, text=f"tgi-operator proxy: {self.url} did not answer: {type(exc).__name__}: {exc}\n")
+
+
+async def serve(
+    proxy: CloudRunProxy, host: str, port: int, ready: Callable[[str], None], stop: Callable[[], Awaitable[object]]
+) -> None:
+    """Serve until `stop()` returns; `ready(local_url)` once listening (port 0 picks a free port)."""
+    runner = web.AppRunner(proxy.app(), access_log=None)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+        bound_host, bound_port = runner.addresses[0][:2]
+        ready(f"http://{_url_host(bound_host)}:{bound_port}")
+        await stop()
+    finally:
+        await runner.cleanup()
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
