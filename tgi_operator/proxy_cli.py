@@ -16,8 +16,21 @@ if TYPE_CHECKING:
     from tgi_operator.proxy import CloudRunProxy
 
 
+# google-auth mints audience-bound ID tokens only from these; plain user ADC (gcloud auth application-default
+# login) cannot, so impersonating a service account (e.g. status.invokerServiceAccount) is the laptop path.
+NO_TOKEN_HINT = (
+    "hint: set GOOGLE_APPLICATION_CREDENTIALS to a service-account key or to an impersonated-service-account file "
+    "(gcloud auth application-default login --impersonate-service-account=SA_EMAIL writes one to "
+    "~/.config/gcloud/application_default_credentials.json), or run where a metadata server answers (GKE, GCE)"
+)
+
+
 class NotProxyable(Exception):
     """The TGIService cannot be proxied (yet); the message says why."""
+
+
+class _NoToken(Exception):
+    """No Google identity here can mint an ID token for the service."""
 
 
 def _kube_namespace(context: str | None) -> str:
@@ -94,12 +107,11 @@ def proxy(
     try:
         asyncio.run(_run(upstream, host, port))
     except _NoToken as exc:
-        print(f"error: cannot obtain an ID token for {url}: {exc}", file=sys.stderr)
+        print(f"error: cannot obtain an ID token for {url}: {exc}\n{NO_TOKEN_HINT}", file=sys.stderr)
         raise typer.Exit(1) from None
-
-
-class _NoToken(Exception):
-    pass
+    except OSError as exc:  # e.g. the port is taken
+        print(f"error: cannot listen on {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
+        raise typer.Exit(1) from None
 
 
 async def _run(upstream: CloudRunProxy, host: str, port: int) -> None:

@@ -54,10 +54,10 @@ def proxy_env(stack: Stack) -> dict[str, str]:
     return {**env, **metadata, "KUBECONFIG": str(stack.kube.kubeconfig), "PYTHONUNBUFFERED": "1"}
 
 
-def run_proxy(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
+def run_proxy(stack: Stack, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """A proxy invocation expected to end by itself (an error)."""
     return subprocess.run([sys.executable, "-m", "tgi_operator.cli", "proxy", *args], capture_output=True, text=True,
-                          env=proxy_env(stack), timeout=60)
+                          env={**proxy_env(stack), **(env or {})}, timeout=60)
 
 
 @contextmanager
@@ -153,9 +153,19 @@ def test_the_proxy_calls_the_private_service_with_a_token_and_without_it_the_ser
                   if c.choices]
         assert "".join(pieces) == reply.choices[0].message.content
 
+        port = proxy.url.rsplit(":", 1)[1]
+        second = run_proxy(stack, SEED_NAME, "-n", namespace, "--port", port)  # the port is taken: a clear error
+        assert second.returncode == 1 and f"error: cannot listen on 127.0.0.1:{port}" in second.stderr
+
     log = "".join(proxy.output)
     assert "POST /v1/chat/completions -> 200" in log  # --verbose logs each request ...
     assert "eyJ" not in log  # ... but never a token (JWTs start with "eyJ")
+
+    # No Google identity at all (no key file, no metadata server): it says so at once instead of serving 502s.
+    nobody = run_proxy(stack, SEED_NAME, "-n", namespace, "--port", "0",
+                       env={"GCE_METADATA_HOST": "127.0.0.1:1", "GCE_METADATA_IP": "127.0.0.1:1"})
+    assert nobody.returncode == 1 and "Proxying" not in nobody.stdout
+    assert f"error: cannot obtain an ID token for {url}: " in nobody.stderr
 
 
 def test_no_proxy_for_an_object_that_is_missing_or_has_no_url_yet(operator_stack: Stack, namespace: str) -> None:
