@@ -43,9 +43,19 @@ class ClusterState:
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    return free_ports(1)[0]
+
+
+def free_ports(count: int) -> list[int]:
+    """Distinct free loopback ports (all held open while choosing, so none is handed out twice)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
 
 
 def _alive(pid: int, binary: str) -> bool:
@@ -55,7 +65,10 @@ def _alive(pid: int, binary: str) -> bool:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except (FileNotFoundError, ProcessLookupError):
         return False
-    return Path(cmdline).name == binary and stat.split(") ", 1)[1][0] != "Z"
+    if stat.split(") ", 1)[1][0] == "Z":
+        return False
+    # An empty cmdline: the process is inside execve (its new argv is not mapped yet), so it is starting, not gone.
+    return not cmdline or Path(cmdline).name == binary
 
 
 def _tail(path: Path, lines: int = 20) -> str:
@@ -97,7 +110,7 @@ class DevCluster:
         binaries = self._binaries or find_binaries()
         self.state_dir.mkdir(parents=True, exist_ok=True)
         pki = create_pki(self.state_dir / "pki")
-        etcd_port, etcd_peer_port, apiserver_port = free_port(), free_port(), free_port()
+        etcd_port, etcd_peer_port, apiserver_port = free_ports(3)
 
         etcd = self._spawn("etcd", [
             str(binaries / "etcd"),
@@ -119,7 +132,7 @@ class DevCluster:
             user="admin", credentials=admin_credentials(pki.admin_cert, pki.admin_key),
         )
         try:
-            self._wait_ready(state, pki, timeout)
+            self._wait_ready(state, pki, timeout, {"etcd": etcd, "kube-apiserver": apiserver})
         except ClusterStartError:
             self._stop(state)
             raise
@@ -167,15 +180,16 @@ class DevCluster:
         finally:
             log.close()
 
-    def _wait_ready(self, state: ClusterState, pki: Pki, timeout: float) -> None:
+    def _wait_ready(self, state: ClusterState, pki: Pki, timeout: float, children: dict[str, subprocess.Popen]) -> None:
         context = ssl.create_default_context(cafile=str(pki.ca_cert))
         context.load_cert_chain(str(pki.admin_cert), str(pki.admin_key))
         deadline = time.monotonic() + timeout
         last_error = ""
         while time.monotonic() < deadline:
-            for pid, name in ((state.etcd_pid, "etcd"), (state.apiserver_pid, "kube-apiserver")):
-                if not _alive(pid, name):
-                    raise ClusterStartError(f"{name} exited during start-up; last log lines:\n{_tail(self.state_dir / f'{name}.log')}")
+            for name, child in children.items():
+                if child.poll() is not None:
+                    raise ClusterStartError(f"{name} exited ({child.returncode}) during start-up; last log lines:\n"
+                                            f"{_tail(self.state_dir / f'{name}.log')}")
             try:
                 with urllib.request.urlopen(f"{state.server}/readyz", context=context, timeout=5) as response:
                     if response.status == 200:
