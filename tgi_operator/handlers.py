@@ -17,7 +17,7 @@ from typing import Any
 
 import kopf
 
-from tgi_operator import API_GROUP, API_VERSION, PLURAL
+from tgi_operator import API_GROUP, API_VERSION, PLURAL, metrics
 from tgi_operator.cloudrun import CloudRunServices, services_client
 from tgi_operator.errors import PermanentCloudError, TransientCloudError
 from tgi_operator.iam import ServiceAccounts, iam_client
@@ -86,6 +86,16 @@ def _status_patch(current: dict[str, Any], outcome: Outcome) -> dict[str, Any] |
     return {**{key: None for key in old if key not in new}, **new}
 
 
+def _count(outcome: Outcome) -> None:
+    a = outcome.assessment
+    metrics.RECONCILES.labels("ready" if a.ready else "stalled" if a.stalled else "progressing").inc()
+    for event in outcome.events:
+        if event.reason in ("Creating", "Updating", "Redeploying"):
+            metrics.CLOUD_WRITES.labels(event.reason).inc()
+        elif event.type == "Warning":
+            metrics.STALLS.labels(event.reason).inc()
+
+
 def _schedule(memo: kopf.Memo, outcome: Outcome) -> None:
     """When this object's timer should run its next pass."""
     a, cfg = outcome.assessment, memo.config
@@ -101,7 +111,13 @@ def _schedule(memo: kopf.Memo, outcome: Outcome) -> None:
 
 async def _pass(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, *, redeploy_failed: bool) -> None:
     async with _lock(memo):
-        outcome = await reconcile(_ref(body), memo.adapters, memo.config, now=_now(), redeploy_failed=redeploy_failed)
+        with metrics.RECONCILE_SECONDS.time():
+            try:
+                outcome = await reconcile(_ref(body), memo.adapters, memo.config, now=_now(), redeploy_failed=redeploy_failed)
+            except TransientCloudError:
+                metrics.RECONCILES.labels("transient_error").inc()
+                raise
+    _count(outcome)
     status_patch = _status_patch(dict(body.get("status", {})), outcome)
     if status_patch:
         patch.status.update(status_patch)
@@ -159,10 +175,13 @@ async def close(memo: kopf.Memo, **_: Any) -> None:
 
 
 def run_operator(*, namespaces: list[str], all_namespaces: bool, liveness_port: int | None,
-                 liveness_host: str = "0.0.0.0", verbose: bool = False, json_logs: bool = False) -> None:
+                 liveness_host: str = "0.0.0.0", metrics_port: int | None = None,
+                 verbose: bool = False, json_logs: bool = False) -> None:
     """Run kopf with these handlers until SIGINT/SIGTERM. Standalone: one operator replica, no peering."""
     kopf.configure(verbose=verbose, log_format=kopf.LogFormat.JSON if json_logs else kopf.LogFormat.FULL)
     liveness = f"http://{liveness_host}:{liveness_port}/healthz" if liveness_port else None
+    if metrics_port:
+        metrics.serve(metrics_port, liveness_host)
     kopf.run(
         standalone=True,
         clusterwide=all_namespaces,

@@ -9,7 +9,8 @@ def run(
     all_namespaces: bool = typer.Option(False, "--all-namespaces", "-A", help="Watch TGIServices in every namespace."),
     namespace: list[str] = typer.Option([], "--namespace", "-n", help="Watch only this namespace (repeatable; globs allowed)."),
     liveness_port: int = typer.Option(0, help="Serve GET /healthz on this port (0: off)."),
-    liveness_host: str = typer.Option("0.0.0.0", help="Address of the liveness endpoint (the kubelet probes the pod IP)."),
+    liveness_host: str = typer.Option("0.0.0.0", help="Address of the liveness and metrics endpoints (the kubelet probes the pod IP)."),
+    metrics_port: int = typer.Option(0, help="Serve Prometheus metrics on this port (0: off)."),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
     json_logs: bool = typer.Option(False, "--json-logs", help="One JSON object per log line."),
 ) -> None:
@@ -19,4 +20,5 @@ def run(
     from tgi_operator.handlers import run_operator  # imported here: it reads the settings at import
 
     run_operator(namespaces=namespace, all_namespaces=all_namespaces, liveness_port=liveness_port or None, liveness_host=liveness_host,
+                 metrics_port=metrics_port or None,
                  verbose=verbose, json_logs=json_logs)

@@ -108,6 +108,9 @@ def test_a_spec_change_is_one_update_and_an_unrelated_label_is_none(operator_sta
     assert service.generation == 2 and service.template.max_instance_request_concurrency == 32
     assert "--max-concurrent-requests=32" in service.template.containers[0].args
     assert writes(stack.admin.calls()) == {"UpdateService": 1}
+    scraped = requests.get(stack.operator.metrics_url, timeout=10).text
+    assert 'tgi_operator_cloud_writes_total{kind="Updating"}' in scraped
+    assert 'tgi_operator_reconciles_total{outcome="ready"}' in scraped
 
     stack.admin.reset_calls()
     stack.kube.kubectl("label", "tgis", SEED_NAME, "-n", namespace, "team=search")

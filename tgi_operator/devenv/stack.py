@@ -12,7 +12,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from tgi_operator.devenv.cluster import free_port
+from tgi_operator.devenv.cluster import free_ports
 from tgi_operator.devenv.serviceaccount import service_account_kubeconfig
 from tgi_operator.devenv.testing import KubeCluster
 
@@ -42,6 +42,7 @@ class OperatorProcess:
     process: subprocess.Popen
     log_file: Path
     liveness_url: str
+    metrics_url: str
 
     def log(self) -> str:
         return self.log_file.read_text(errors="replace") if self.log_file.exists() else ""
@@ -61,15 +62,15 @@ def start_operator(
 ) -> OperatorProcess:
     """`tgi-operator run --all-namespaces` with `env` (TGI_OPERATOR_*, GCE_METADATA_*); ready when /healthz answers.
     `detach`: a session of its own, so it outlives the caller (and the caller's Ctrl-C)."""
-    port = free_port()
+    port, metrics_port = free_ports(2)
     command = [sys.executable, "-m", "tgi_operator.cli", "run", "--all-namespaces", f"--liveness-port={port}",
-               "--liveness-host=127.0.0.1", "--verbose"]
+               "--liveness-host=127.0.0.1", f"--metrics-port={metrics_port}", "--verbose"]
     full_env = {**os.environ, **env, "KUBECONFIG": str(kubeconfig), "PYTHONUNBUFFERED": "1"}
     log = open(log_file, "ab")  # noqa: SIM115 - handed to the child
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=full_env, stdin=subprocess.DEVNULL,
                                start_new_session=detach)
     log.close()
-    operator = OperatorProcess(process, log_file, f"http://127.0.0.1:{port}/healthz")
+    operator = OperatorProcess(process, log_file, f"http://127.0.0.1:{port}/healthz", f"http://127.0.0.1:{metrics_port}/metrics")
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
