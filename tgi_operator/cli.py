@@ -1,8 +1,16 @@
-"""The `tgi-operator` command. Each area contributes its own sub-command group."""
+"""The `tgi-operator` command. Each area contributes its own sub-command (module `*_cli.py` or `*/cli.py`)."""
 
 from __future__ import annotations
 
 import typer
+
+from tgi_operator.crd import crd_command
+from tgi_operator.demo_cli import demo
+from tgi_operator.devenv.cli import dev_cluster_app
+from tgi_operator.emulator.cli import emulator_app
+from tgi_operator.proxy_cli import proxy
+from tgi_operator.render_cli import render
+from tgi_operator.run_cli import run
 
 app = typer.Typer(
     name="tgi-operator",
@@ -10,21 +18,13 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,  # locals may hold tokens
 )
-
-
-def _register() -> None:
-    from tgi_operator.devenv.cli import dev_cluster_app
-
-    app.add_typer(dev_cluster_app, name="dev-cluster")
-    app.command("run")(__import__("tgi_operator.run_cli", fromlist=["run"]).run)
-    app.command("demo")(__import__("tgi_operator.demo_cli", fromlist=["demo"]).demo)
-    app.command("crd")(__import__("tgi_operator.crd", fromlist=["crd_command"]).crd_command)
-    app.add_typer(__import__("tgi_operator.emulator.cli", fromlist=["emulator_app"]).emulator_app, name="emulator")
-    app.command("render")(__import__("tgi_operator.render_cli", fromlist=["render"]).render)
-    app.command("proxy")(__import__("tgi_operator.proxy_cli", fromlist=["proxy"]).proxy)
-
-
-_register()
+app.command("run")(run)
+app.command("demo")(demo)
+app.command("render")(render)
+app.command("proxy")(proxy)
+app.command("crd")(crd_command)
+app.add_typer(emulator_app, name="emulator")
+app.add_typer(dev_cluster_app, name="dev-cluster")
 
 if __name__ == "__main__":  # pragma: no cover
     app()

@@ -20,6 +20,7 @@ from google.cloud import run_v2
 from pydantic import ValidationError
 
 from tgi_operator import API_GROUP, KIND
+from tgi_operator.diff import copy
 from tgi_operator.models import TGIServiceSpec, describe_errors, parse_spec
 from tgi_operator.naming import invoker_account_id, service_id
 from tgi_operator.reconcile import Stall, check_policy
@@ -100,7 +101,7 @@ def render_document(
 
 def service_document(rendered: Rendered) -> dict[str, Any]:
     """The service in the REST API's JSON shape (camelCase), with its full resource name."""
-    named = run_v2.Service(rendered.service)
+    named = copy(rendered.service)  # a deep copy: the rendered service stays as CreateService would get it
     named.name = rendered.target.name
     body = run_v2.Service.to_dict(
         named, preserving_proto_field_name=False, use_integers_for_enums=False, always_print_fields_with_no_presence=False
