@@ -195,6 +195,10 @@ def test_delete_policy_delete_removes_service_and_invoker_account(operator_stack
         stack.run.get_service(name=status["serviceName"])
     with pytest.raises(gexc.NotFound):
         stack.iam.get_service_account(name=f"projects/{PROJECT}/serviceAccounts/{sa}")
+    reasons = wait_for(lambda: (r := {e["reason"] for e in json.loads(stack.kube.kubectl(
+        "get", "events", "-n", namespace, "-o", "json").stdout)["items"]}) >= {"Deleting", "Deleted"} and r,
+        what="Deleting and Deleted events")
+    assert {"Creating", "Ready"} <= reasons
 
 
 def test_delete_policy_retain_releases_the_service(operator_stack: Stack, namespace: str) -> None:
