@@ -24,7 +24,7 @@ PUBLIC_MEMBER = "allUsers"
 INVOKERS_ANNOTATION = "tgi-operator.dev/invokers"
 
 # Downloading and loading weights takes minutes on a cold instance: TGI answers /health only once the model
-# is in GPU memory. 10 s x 180 = up to 30 minutes before Cloud Run gives up on the revision.
+# is in GPU memory. 10 s x 180 = 30 minutes, the longest start-up window Cloud Run allows a GPU instance.
 STARTUP_PROBE = {"period_seconds": 10, "timeout_seconds": 5, "failure_threshold": 180, "initial_delay_seconds": 0}
 
 

@@ -63,6 +63,8 @@ CASES: list[tuple[str, Callable[[run_v2.Service], None], str, str]] = [
      "service.template.timeout", "3600"),
     ("startup probe period above 240", lambda s: setattr(_gpu_container(s).startup_probe, "period_seconds", 241),
      "service.template.containers[0].startup_probe.period_seconds", "between 1 and 240"),
+    ("startup window above 1800 s with a GPU", lambda s: setattr(_gpu_container(s).startup_probe, "failure_threshold", 181),
+     "service.template.containers[0].startup_probe.failure_threshold", "must not exceed 1800 seconds"),
     ("startup probe timeout above period", lambda s: setattr(_gpu_container(s).startup_probe, "timeout_seconds", 20),
      "service.template.containers[0].startup_probe.timeout_seconds", "greater than period_seconds"),
     ("second gpu container", _sidecar_with_gpu, "service.template.containers[1].resources.limits", "one container"),

@@ -26,6 +26,8 @@ RESERVED_ENV = ("PORT", "K_SERVICE", "K_REVISION", "K_CONFIGURATION")
 MAX_CONCURRENCY = 1000
 MAX_REQUEST_TIMEOUT_S = 3600
 MAX_PROBE_SECONDS = 240  # startup probe period/timeout/initial delay ceiling
+MAX_STARTUP_WINDOW_SECONDS = 600  # failure_threshold x period_seconds
+MAX_STARTUP_WINDOW_GPU_SECONDS = 1800  # the same, for a container with a GPU
 DEFAULT_MAX_INSTANCES = 100  # what Cloud Run assumes when max_instance_count is unset
 
 SERVICE_ID_RULE = (
@@ -213,6 +215,13 @@ def _check_probe(c: run_v2.Container, cp: str) -> list[Violation]:
         found.append(Violation(f"{pp}.timeout_seconds", "timeout_seconds must not be greater than period_seconds."))
     if p.failure_threshold < 0:
         found.append(Violation(f"{pp}.failure_threshold", "failure_threshold must be a positive number."))
+    # The whole start-up window (failure_threshold x period_seconds) is bounded too; GPU instances get longer,
+    # since loading model weights is slow.
+    window_limit = MAX_STARTUP_WINDOW_GPU_SECONDS if "nvidia.com/gpu" in c.resources.limits else MAX_STARTUP_WINDOW_SECONDS
+    window = (p.failure_threshold or 3) * (p.period_seconds or 10)
+    if window > window_limit:
+        found.append(Violation(f"{pp}.failure_threshold",
+                               f"failure_threshold * period_seconds must not exceed {window_limit} seconds (it is {window})."))
     return found
 
 
