@@ -128,6 +128,11 @@ def _without_zonal_redundancy(max_instances: int) -> run_v2.Service:
             rules.GpuDemand("nvidia-l4", True, 5),
         ),
         (run_v2.Service(template=run_v2.RevisionTemplate(containers=[run_v2.Container(image="x")])), None),
+        (  # manual scaling to zero (a suspended TGIService) holds no GPU
+            run_v2.Service(template=_template(), scaling=run_v2.ServiceScaling(
+                scaling_mode=run_v2.ServiceScaling.ScalingMode.MANUAL, manual_instance_count=0)),
+            rules.GpuDemand("nvidia-l4", True, 0),
+        ),
     ],
 )
 def test_gpu_demand(service: run_v2.Service, demand: rules.GpuDemand | None) -> None:

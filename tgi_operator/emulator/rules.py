@@ -300,13 +300,17 @@ class GpuDemand:
 
 
 def gpu_demand(service: run_v2.Service) -> GpuDemand | None:
-    """Cloud Run counts a GPU revision's max instances against the quota (unset = the default maximum)."""
+    """Cloud Run counts a GPU revision's max instances (or its manual instance count) against the quota
+    (unset = the default maximum)."""
     t = service.template
     holders = [c for c in t.containers if gpu_count(c) is not None]
     if not holders or "node_selector" not in t:
         return None
     per_instance = int(gpu_count(holders[0]) or "1")
-    max_instances = t.scaling.max_instance_count or service.scaling.max_instance_count or DEFAULT_MAX_INSTANCES
+    if service.scaling.scaling_mode == run_v2.ServiceScaling.ScalingMode.MANUAL:
+        max_instances = service.scaling.manual_instance_count  # exactly this many, e.g. 0 for a suspended service
+    else:
+        max_instances = t.scaling.max_instance_count or service.scaling.max_instance_count or DEFAULT_MAX_INSTANCES
     return GpuDemand(t.node_selector.accelerator, not t.gpu_zonal_redundancy_disabled, max_instances * per_instance)
 
 
