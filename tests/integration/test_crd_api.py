@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import json
 import re
 import time
@@ -13,6 +12,8 @@ import kubernetes.client as k8s
 import pytest
 import yaml
 from kubernetes.client.rest import ApiException
+
+from specs import with_changes
 
 from tgi_operator import API_GROUP, API_VERSION, KIND, PLURAL
 from tgi_operator.devenv.testing import KubeCluster
@@ -29,19 +30,6 @@ SEED_SPEC = {
 
 def manifest(name: str, spec: dict[str, Any]) -> dict[str, Any]:
     return {"apiVersion": f"{API_GROUP}/{API_VERSION}", "kind": KIND, "metadata": {"name": name}, "spec": spec}
-
-
-def with_changes(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
-    """`base` with `changes` deep-merged in; a value of None removes the key."""
-    merged = copy.deepcopy(base)
-    for key, value in changes.items():
-        if value is None:
-            merged.pop(key, None)
-        elif isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = with_changes(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
 
 
 def custom_objects(cluster: KubeCluster) -> k8s.CustomObjectsApi:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 from pydantic import ValidationError
+
+from specs import with_changes
 
 from tgi_operator.gpus import DEFAULT_GPU_TYPE, GPU_TYPES
 from tgi_operator.models import (
@@ -27,19 +28,6 @@ from tgi_operator.models import (
 
 SAMPLES = Path(__file__).resolve().parents[2] / "manifests" / "samples"
 SEED = {"region": "us-central1", "model": {"id": "hugging-quants/Meta-Llama-3.1-8B-Instruct-AWQ-INT4", "quantize": "awq"}}
-
-
-def with_changes(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
-    """`base` with `changes` deep-merged in; a value of None removes the key."""
-    merged = copy.deepcopy(base)
-    for key, value in changes.items():
-        if value is None:
-            merged.pop(key, None)
-        elif isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = with_changes(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
 
 
 def test_defaults_are_the_seed_deployment() -> None:
