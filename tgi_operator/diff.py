@@ -12,6 +12,7 @@ from typing import Any
 from google.cloud import run_v2
 
 from tgi_operator.naming import MANAGED_BY, OWNER_LABELS
+from tgi_operator.quantity import parse_quantity
 
 # Annotation/label namespaces only Cloud Run may write (v2 refuses them in a request).
 RESERVED_PREFIXES = ("run.googleapis.com/", "cloud.googleapis.com/", "serving.knative.dev/", "autoscaling.knative.dev/")
@@ -37,6 +38,17 @@ def _env(container: run_v2.Container) -> list[tuple[str, str, str, str]]:
     for e in container.env:
         ref = e.value_source.secret_key_ref
         out.append((e.name, e.value, ref.secret, ref.version))
+    return out
+
+
+def _limits(container: run_v2.Container) -> dict[str, Any]:
+    """Limits by value, not spelling: Cloud Run may answer "8000m" for "8" or "32768Mi" for "32Gi"."""
+    out: dict[str, Any] = {}
+    for key, value in container.resources.limits.items():
+        try:
+            out[key] = parse_quantity(value)
+        except ValueError:
+            out[key] = value
     return out
 
 
@@ -80,7 +92,7 @@ def owned_fields(service: run_v2.Service, desired: run_v2.Service) -> dict[str, 
         "template.containers[0].args": list(container.args),
         "template.containers[0].env": _env(container),
         "template.containers[0].ports": [p.container_port for p in container.ports],
-        "template.containers[0].resources.limits": dict(container.resources.limits),
+        "template.containers[0].resources.limits": _limits(container),
         "template.containers[0].resources.cpuIdle": container.resources.cpu_idle,
         "template.containers[0].resources.startupCpuBoost": container.resources.startup_cpu_boost,
         "template.containers[0].startupProbe": _probe(container),

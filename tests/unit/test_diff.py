@@ -369,3 +369,14 @@ def test_retain_also_drops_our_template_annotations() -> None:
     released = without_owner(observed)
     assert "tgi-operator.dev/retry" not in released.template.annotations
     assert released.template.annotations["team"] == "search"
+
+
+@pytest.mark.parametrize(("cpu", "memory"), [("8000m", "32768Mi"), ("8", "34359738368"), ("8.0", "32Gi")])
+def test_limits_compare_by_value_not_spelling(cpu: str, memory: str) -> None:
+    desired = desired_service()
+    observed = as_read_back(desired)
+    observed.template.containers[0].resources.limits["cpu"] = cpu
+    observed.template.containers[0].resources.limits["memory"] = memory
+    assert diff(desired, observed) == []
+    observed.template.containers[0].resources.limits["cpu"] = "4000m"
+    assert diff(desired, observed) == ["template.containers[0].resources.limits"]
