@@ -166,8 +166,16 @@ async def _apply_service(
     observed = await services.get(where.name)
     if observed is None:
         log.info("creating Cloud Run service %s", where.name)
-        await services.create(where.parent, where.service_id, desired)
-        return None, True, [Event("Normal", "Creating", f"creating Cloud Run service {where.name}")]
+        try:
+            await services.create(where.parent, where.service_id, desired)
+            return None, True, [Event("Normal", "Creating", f"creating Cloud Run service {where.name}")]
+        except PermanentCloudError as exc:
+            if exc.code != "ALREADY_EXISTS":
+                raise
+            # Someone (a previous operator life, or another writer) created it since we looked: judge that one.
+            observed = await services.get(where.name)
+            if observed is None:
+                raise
     if not is_owned_by(dict(observed.labels), obj.namespace, obj.name):
         raise Stall("NotOwned", f"Cloud Run service {where.name} exists but is not managed by this TGIService "
                     "(its owner labels are missing or name another object); it is left untouched")
