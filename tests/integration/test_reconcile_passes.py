@@ -1,0 +1,104 @@
+"""reconcile() and finalize() on their own (no kopf), with the real async clients against the emulator:
+the error paths a platform team meets when Cloud Run says no."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from emulator_fixtures import *  # noqa: F403
+from emulator_fixtures import PROJECT, AdminApi
+
+from tgi_operator.cloudrun import CloudRunServices, services_client
+from tgi_operator.errors import TransientCloudError
+from tgi_operator.iam import ServiceAccounts, iam_client
+from tgi_operator.probe import ModelProbe
+from tgi_operator.reconcile import Adapters, ObjectRef, finalize, reconcile
+from tgi_operator.settings import Settings
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
+SPEC = {"region": "us-central1", "model": {"id": "org/model"}, "access": {"invokers": ["group:ml@example.com"]}}
+SETTINGS = Settings(default_project=PROJECT, model_probe=False)
+NOW = "2026-01-01T00:00:00Z"
+
+
+@pytest.fixture
+async def adapters(emulator) -> Adapters:  # noqa: F811 - the emulator fixture
+    adapters = Adapters(CloudRunServices(services_client(emulator.grpc_endpoint)),
+                        ServiceAccounts(iam_client(emulator.grpc_endpoint)), ModelProbe())
+    yield adapters
+    await adapters.services.close()
+    await adapters.accounts.close()
+
+
+def ref(status: dict | None = None, generation: int = 1, spec: dict | None = None) -> ObjectRef:
+    return ObjectRef("team-a", "llama", generation, spec or SPEC, status or {})
+
+
+async def settle(adapters: Adapters, status: dict, generation: int = 1, spec: dict | None = None) -> dict:
+    """Run passes until Ready (the emulator settles in 0.2 s)."""
+    for _ in range(50):
+        outcome = await reconcile(ref(status, generation, spec), adapters, SETTINGS, now=NOW)
+        status = outcome.status.to_k8s()
+        if outcome.assessment.ready or outcome.assessment.stalled:
+            return status
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"not settled: {status}")
+
+
+async def test_a_permission_denied_create_stalls_with_the_clouds_words(adapters: Adapters, admin: AdminApi) -> None:
+    admin.fault("CreateService", "PERMISSION_DENIED", count=1)
+    outcome = await reconcile(ref(), adapters, SETTINGS, now=NOW)
+    assert outcome.assessment.stalled and outcome.assessment.reason == "PermissionDenied"
+    assert outcome.assessment.message.startswith("Cloud Run: ")
+    assert [(e.type, e.reason) for e in outcome.events] == [("Warning", "PermissionDenied")]
+    assert outcome.status.observed_generation == 1
+    # Once the cloud allows it, the next pass goes on by itself.
+    status = await settle(adapters, outcome.status.to_k8s())
+    assert {c["type"]: c["status"] for c in status["conditions"]}["Ready"] == "True"
+
+
+async def test_an_unreachable_cloud_is_transient(adapters: Adapters, admin: AdminApi) -> None:
+    admin.fault("GetService", "UNAVAILABLE", count=1)
+    with pytest.raises(TransientCloudError) as error:
+        await reconcile(ref(), adapters, SETTINGS, now=NOW)
+    assert error.value.code == "UNAVAILABLE"
+
+
+async def test_an_iam_etag_race_is_transient_and_then_converges(adapters: Adapters, admin: AdminApi) -> None:
+    status = await settle(adapters, {})
+    admin.fault("SetIamPolicy", "ABORTED", count=1)
+    changed = {**SPEC, "access": {"invokers": ["group:ml@example.com", "user:ann@example.com"]}}
+    with pytest.raises(TransientCloudError):
+        await reconcile(ref(status, 2, changed), adapters, SETTINGS, now=NOW)
+    await settle(adapters, status, 2, changed)
+    policy = await adapters.services.get_iam_policy(status["serviceName"])
+    assert {m for b in policy.bindings for m in b.members} == {"group:ml@example.com", "user:ann@example.com"}
+
+
+async def test_a_failed_revision_is_redeployed_only_when_asked(adapters: Adapters, admin: AdminApi) -> None:
+    status = await settle(adapters, {})
+    service_id = status["serviceName"].rsplit("/", 1)[1]
+    admin.fail_next_revision(service_id, "The user-provided container failed to start and listen on the port")
+    changed = {**SPEC, "scaling": {"concurrency": 8}}
+    stalled = await settle(adapters, status, 2, changed)
+    stall = {c["type"]: c for c in stalled["conditions"]}["Stalled"]
+    assert stall["status"] == "True" and stall["reason"] == "RevisionFailed"
+    assert "failed to start" in stall["message"]
+    admin.reset_calls()
+    await reconcile(ref(stalled, 2, changed), adapters, SETTINGS, now=NOW)  # a resync: no redeploy
+    assert not admin.calls().get("google.cloud.run.v2.Services/UpdateService")
+    outcome = await reconcile(ref(stalled, 2, changed), adapters, SETTINGS, now=NOW, redeploy_failed=True)
+    assert [e.reason for e in outcome.events] == ["Redeploying"]
+    recovered = await settle(adapters, outcome.status.to_k8s(), 2, changed)
+    assert {c["type"]: c["status"] for c in recovered["conditions"]}["Ready"] == "True"
+    assert recovered["latestReadyRevision"] != stalled["latestReadyRevision"]  # the redeployed revision serves
+
+
+async def test_finalize_is_idempotent(adapters: Adapters) -> None:
+    status = await settle(adapters, {})
+    first = await finalize(ref(status), adapters, SETTINGS)
+    assert [e.reason for e in first] == ["Deleted"]
+    assert await adapters.services.get(status["serviceName"]) is None
+    again = await finalize(ref(status), adapters, SETTINGS)  # a retried delete after a crash: nothing left, no error
+    assert [e.reason for e in again] == ["Deleted"]
