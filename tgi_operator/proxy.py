@@ -4,13 +4,18 @@ Each request is forwarded as is (method, path, query, body, end-to-end headers) 
 <ID token>` for the service URL as audience, so any local client (curl, the openai SDK) can call the private
 service. Responses are streamed back chunk by chunk as they arrive, so server-sent events (`stream: true`)
 reach the client token by token. Tokens come from idtoken.py and are never logged.
+
+Two checks keep the user's identity where it belongs: the upstream must be https (plain http only to this
+machine, i.e. the local emulator), so the token never travels in clear text; and a request's Host header must name
+the proxy itself, so a web page cannot drive it through DNS rebinding (as `kubectl proxy` filters hosts).
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 
 import aiohttp
 from aiohttp import web
@@ -33,6 +38,47 @@ MAX_REQUEST_BYTES = 32 * 1024 * 1024  # Cloud Run's HTTP/1 request size limit
 CONNECT_TIMEOUT_S = 30.0  # no read timeout: a generation may take minutes before its first byte
 
 
+class UnsafeUpstream(ValueError):
+    """The upstream URL would receive the user's ID token in clear text or is not a URL at all."""
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for this machine's own names: 127.0.0.0/8, ::1 and `localhost` (brackets allowed around IPv6)."""
+    bare = host.strip().removeprefix("[").removesuffix("]").lower()
+    if bare == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(bare).is_loopback
+    except ValueError:
+        return False
+
+
+def check_upstream_url(url: str) -> None:
+    """Raise UnsafeUpstream unless an ID token may be sent to `url`: https anywhere (custom domains exist, so no
+    host allow-list), or plain http to a loopback host (the local emulator serves http://127.0.0.1:PORT)."""
+    parsed = URL(url)
+    if not parsed.is_absolute() or not parsed.host or parsed.scheme not in ("http", "https"):
+        raise UnsafeUpstream(f"{url!r} is not an absolute http(s) URL")
+    if parsed.scheme == "http" and not is_loopback_host(parsed.host):
+        raise UnsafeUpstream(f"{url!r} is not https: the ID token would travel in clear text "
+                             "(plain http is accepted only to this machine: 127.0.0.0/8, ::1, localhost)")
+
+
+def accepted_hosts(port: int, listen_hosts: Iterable[str]) -> frozenset[str]:
+    """The Host header values (lower case) a request to this proxy may carry: its listen addresses and this
+    machine's loopback names, with the port; also without it on port 80, where clients leave the port out."""
+    names = {"localhost", "127.0.0.1", "[::1]"}
+    names |= {_url_host(h.strip().removeprefix("[").removesuffix("]")).lower() for h in listen_hosts if h.strip()}
+    with_port = {f"{name}:{port}" for name in names}
+    return frozenset(with_port | names if port == 80 else with_port)
+
+
+def host_accepted(host_header: str | None, accepted: frozenset[str]) -> bool:
+    """Whether a request's Host header names the proxy itself. DNS rebinding makes a browser send a page's own
+    host name to this address; such a request (or one without Host) must not be made as the user."""
+    return host_header is not None and host_header.strip().lower() in accepted
+
+
 def _end_to_end(headers: CIMultiDictProxy[str], drop: frozenset[str]) -> CIMultiDict[str]:
     """Headers worth forwarding: not hop-by-hop, not named in Connection, not in `drop`."""
     listed = {token.strip().lower() for value in headers.getall("Connection", []) for token in value.split(",")}
@@ -43,9 +89,12 @@ class CloudRunProxy:
     """Forwards every request to `url` with an ID token for it."""
 
     def __init__(self, url: str, tokens: IdTokenSource | None = None) -> None:
+        check_upstream_url(url)
         self.url = url.rstrip("/")
         self._tokens = tokens or IdTokenSource()
         self._session: aiohttp.ClientSession | None = None
+        # Set by `serve` once the port is known; until then nothing is accepted (fail closed).
+        self.accepted_hosts: frozenset[str] = frozenset()
 
     async def token(self) -> str:
         """An ID token for the service (cached); also how `serve` checks credentials before it says ready."""
@@ -70,6 +119,11 @@ class CloudRunProxy:
 
     async def _forward(self, request: web.Request) -> web.StreamResponse:
         assert self._session is not None
+        if not host_accepted(request.headers.get("Host"), self.accepted_hosts):
+            log.warning("%s %s -> 403: Host %.100r is not this proxy", request.method, request.path,
+                        request.headers.get("Host"))
+            return web.Response(status=403, text="tgi-operator proxy: refused: the Host header does not name this "
+                                                 "proxy (call it as http://127.0.0.1:PORT or http://localhost:PORT)\n")
         try:
             token = await self.token()
         except Exception as exc:  # noqa: BLE001 - any credential problem: tell the client why, never the token
@@ -112,6 +166,7 @@ async def serve(
         site = web.TCPSite(runner, host, port)
         await site.start()
         bound_host, bound_port = runner.addresses[0][:2]
+        proxy.accepted_hosts = accepted_hosts(bound_port, [host, *(address[0] for address in runner.addresses)])
         ready(f"http://{_url_host(bound_host)}:{bound_port}")
         await stop()
     finally:

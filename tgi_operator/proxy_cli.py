@@ -67,13 +67,20 @@ def read_tgiservice(namespace: str, name: str, context: str | None) -> dict[str,
 
 
 def service_url(obj: dict[str, Any]) -> tuple[str, str | None]:
-    """status.url, and a warning when the object is not Ready (the URL may still answer, e.g. mid-update)."""
+    """status.url, and a warning when the object is not Ready (the URL may still answer, e.g. mid-update).
+    NotProxyable when there is no URL yet or it is not one an ID token may be sent to (see check_upstream_url)."""
+    from tgi_operator.proxy import UnsafeUpstream, check_upstream_url
+
     meta, status = obj.get("metadata", {}), obj.get("status") or {}
     ready = next((c for c in status.get("conditions", []) if c.get("type") == "Ready"), {})
     why = ready.get("message") or ready.get("reason") or "the operator has not reported on it"
     title = f"{KIND} {meta.get('namespace')}/{meta.get('name')}"
     if not status.get("url"):
         raise NotProxyable(f"{title} is not Ready yet: {why} (no status.url)")
+    try:  # whoever can write status.url must not be able to collect the user's ID token
+        check_upstream_url(status["url"])
+    except UnsafeUpstream as exc:
+        raise NotProxyable(f"refusing to send an ID token to {title}'s status.url: {exc}") from None
     warning = None if ready.get("status") == "True" else f"{title} is not Ready: {why}"
     return status["url"], warning
 
@@ -84,7 +91,8 @@ def proxy(
         str | None, typer.Option("--namespace", "-n", help="Its namespace (default: the kubeconfig context's, else 'default').")
     ] = None,
     port: Annotated[int, typer.Option(help="Local port (0 picks a free one).", min=0, max=65535)] = 8080,
-    host: Annotated[str, typer.Option(help="Local address. Anyone who can reach it calls the service as you.")] = "127.0.0.1",
+    host: Annotated[str, typer.Option(help="Local address. Anyone who can reach it calls the service as you. "
+                                           "Requests must name it (or localhost) in their Host header.")] = "127.0.0.1",
     context: Annotated[str | None, typer.Option(help="kubeconfig context (default: the current one).")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log each request (method, path, status).")] = False,
 ) -> None:

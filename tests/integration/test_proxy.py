@@ -168,6 +168,39 @@ def test_the_proxy_calls_the_private_service_with_a_token_and_without_it_the_ser
     assert f"error: cannot obtain an ID token for {url}: " in nobody.stderr
 
 
+def served_requests(proxy: ProxyProcess) -> int:
+    """TGI's own count of generation requests it received (the stand-in's /metrics, read through the proxy)."""
+    metrics = requests.get(f"{proxy.url}/metrics", timeout=10)
+    assert metrics.status_code == 200, metrics.text
+    return next(int(line.split()[1]) for line in metrics.text.splitlines() if line.startswith("tgi_request_count "))
+
+
+def test_the_proxy_refuses_requests_whose_host_is_not_the_proxy(operator_stack: Stack, namespace: str) -> None:
+    """DNS rebinding: a web page whose name now resolves to 127.0.0.1 reaches the proxy with its own name in Host;
+    it must not get to call the service as the user."""
+    stack = operator_stack
+    stack.apply(namespace, SEED)
+    ready(stack, namespace)
+
+    with started_proxy(stack, SEED_NAME, namespace) as proxy:
+        port = proxy.url.rsplit(":", 1)[1]
+        before = served_requests(proxy)
+        for host in (f"attacker.example:{port}", "attacker.example", f"127.0.0.1:{int(port) + 1}"):
+            refused = requests.post(f"{proxy.url}/v1/chat/completions", json=CHAT, headers={"Host": host}, timeout=10)
+            assert refused.status_code == 403, (host, refused.text)
+            assert refused.text.startswith("tgi-operator proxy: refused: the Host header does not name this proxy")
+        assert served_requests(proxy) == before  # nothing reached the service
+
+        # The names of this machine, with the proxy's port, are the proxy: those requests go through.
+        for host in (f"localhost:{port}", f"127.0.0.1:{port}", f"[::1]:{port}"):
+            chat = requests.post(f"{proxy.url}/v1/chat/completions", json=CHAT, headers={"Host": host}, timeout=10)
+            assert chat.status_code == 200, (host, chat.text)
+        assert served_requests(proxy) == before + 3
+
+    log = "".join(proxy.output)
+    assert "POST /v1/chat/completions -> 403: Host 'attacker.example:" in log
+
+
 def test_no_proxy_for_an_object_that_is_missing_or_has_no_url_yet(operator_stack: Stack, namespace: str) -> None:
     stack = operator_stack
     missing = run_proxy(stack, "no-such-service", "-n", namespace, "--port", "0")
