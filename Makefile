@@ -7,8 +7,17 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test test-unit testenv venv crd test-kind clean
 
+# pyproject.toml requires Python >= 3.11: say so plainly, before pip fails with an obscure requires-python error.
+PY_OK := -c 'import sys; sys.exit(sys.version_info < (3, 11))'
+PY_NEEDED := Python >= 3.11 is required; run e.g. make PYTHON=python3.11 $(MAKECMDGOALS)
+py_version = $$($(1) -c 'import sys; print("Python " + sys.version.split()[0])' 2>/dev/null || echo "not found")
+
 $(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) $(PY_OK) 2>/dev/null || \
+	  { echo "$(PY_NEEDED) (PYTHON=$(PYTHON) is $(call py_version,$(PYTHON)))" >&2; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python $(PY_OK) || \
+	  { echo "$(PY_NEEDED) after rm -rf $(VENV) ($(VENV) has $(call py_version,$(BIN)/python))" >&2; exit 1; }
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test,demo]'
 	touch $(STAMP)
