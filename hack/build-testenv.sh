@@ -23,7 +23,8 @@ if [[ -x "$out/kube-apiserver" && -x "$out/etcd" ]]; then
   echo "$out"; exit 0
 fi
 
-command -v go >/dev/null || { echo "go is not on PATH: install Go >= 1.26 to build the test control plane, or set KUBEBUILDER_ASSETS" >&2; exit 1; }
+# Go is needed only here: to build what neither KUBEBUILDER_ASSETS nor the cache provides.
+command -v go >/dev/null || { echo "go is not on PATH and $out lacks kube-apiserver and etcd: install Go >= 1.26 to build them once, or set KUBEBUILDER_ASSETS to a folder holding both" >&2; exit 1; }
 mkdir -p "$out"
 cd "$here/k8s"
 export GOFLAGS="${GOFLAGS:-} -mod=mod" CGO_ENABLED=0
