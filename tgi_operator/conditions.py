@@ -68,11 +68,12 @@ def assess(
         return Assessment(True, False, False, "Suspended", "suspended: scaled to zero instances")
     if probe_required and not (probe and probe.healthy):
         detail = probe.detail if probe else "not probed yet"
-        return _progress("WaitingForModel", f"revision {_short(service.latest_ready_revision)} is up; the model does not answer yet ({detail})")
-    return Assessment(True, False, False, "Ready", f"serving revision {_short(service.latest_ready_revision)}")
+        return _progress("WaitingForModel", f"revision {short_revision(service.latest_ready_revision)} is up; the model does not answer yet ({detail})")
+    return Assessment(True, False, False, "Ready", f"serving revision {short_revision(service.latest_ready_revision)}")
 
 
-def _short(revision: str) -> str:
+def short_revision(revision: str) -> str:
+    """`projects/.../revisions/svc-00001-abc` ► `svc-00001-abc`."""
     return revision.rsplit("/", 1)[-1]
 
 

@@ -126,14 +126,13 @@ def merge_for_update(desired: run_v2.Service, observed: run_v2.Service) -> run_v
 
 
 def without_owner(observed: run_v2.Service) -> run_v2.Service:
-    """The service as Retain leaves it: the same, minus the labels and annotation that claimed it."""
+    """The service as Retain leaves it: the same, minus the service-level labels and annotations that claimed it.
+    The revision template is left as it is: changing it would roll out a new revision (a GPU cold start)."""
     released = copy(observed)
     _drop_reserved(released.labels)
     _drop_reserved(released.annotations)
     for key in (MANAGED_BY[0], *OWNER_LABELS):
         released.labels.pop(key, None)
-        released.template.labels.pop(key, None)
-    for annotations in (released.annotations, released.template.annotations):
-        for key in [k for k in annotations if k.startswith(OWNED_ANNOTATION_PREFIX)]:
-            annotations.pop(key)
+    for key in [k for k in released.annotations if k.startswith(OWNED_ANNOTATION_PREFIX)]:
+        released.annotations.pop(key)
     return released

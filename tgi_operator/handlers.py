@@ -111,6 +111,9 @@ def _schedule(memo: kopf.Memo, outcome: Outcome) -> None:
 
 async def _pass(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, *, redeploy_failed: bool) -> None:
     async with _lock(memo):
+        # A pass that waited for the lock while the object was being finalized must not create it again.
+        if memo.get("deleting") or body.metadata.get("deletionTimestamp"):
+            return
         with metrics.RECONCILE_SECONDS.time():
             try:
                 outcome = await reconcile(_ref(body), memo.adapters, memo.config, now=_now(), redeploy_failed=redeploy_failed)
@@ -151,6 +154,7 @@ async def poll(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logger: kopf
 
 @kopf.on.delete(*RESOURCE)
 async def delete(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -> None:
+    memo.deleting = True  # stops any pass queued behind the lock (see _pass)
     if retry == 0:
         _post(body, [Event("Normal", "Deleting", f"deletionPolicy {body.get('spec', {}).get('deletionPolicy', 'Delete')}")])
     try:

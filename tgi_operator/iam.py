@@ -28,22 +28,24 @@ class ServiceAccounts:
         self._timeout = timeout
 
     @translate_errors
-    async def ensure(self, project: str, account_id: str, display_name: str, description: str) -> str:
-        """Create the account, or find it when a retried create already made it; returns its email."""
+    async def get(self, project: str, email: str) -> iam_admin_v1.ServiceAccount | None:
+        try:
+            return await self._client.get_service_account(
+                name=f"projects/{project}/serviceAccounts/{email}", retry=None, timeout=self._timeout
+            )
+        except gexc.NotFound:
+            return None
+
+    @translate_errors
+    async def create(self, project: str, account_id: str, display_name: str, description: str) -> str:
+        """Create the account; returns its email. ALREADY_EXISTS surfaces as a PermanentCloudError."""
         request = iam_admin_v1.CreateServiceAccountRequest(
             name=f"projects/{project}",
             account_id=account_id,
             service_account=iam_admin_v1.ServiceAccount(display_name=display_name, description=description),
         )
-        try:
-            created = await self._client.create_service_account(request=request, retry=None, timeout=self._timeout)
-            return created.email
-        except gexc.AlreadyExists:
-            email = service_account_email(project, account_id)
-            found = await self._client.get_service_account(
-                name=f"projects/{project}/serviceAccounts/{email}", retry=None, timeout=self._timeout
-            )
-            return found.email
+        created = await self._client.create_service_account(request=request, retry=None, timeout=self._timeout)
+        return created.email
 
     @translate_errors
     async def delete(self, project: str, email: str) -> bool:

@@ -763,6 +763,11 @@ class ModelStatus(_Status):
     max_input_tokens: Annotated[int | None, Field(description="TGI's max input tokens.")] = None
     max_total_tokens: Annotated[int | None, Field(description="TGI's max total tokens.")] = None
     version: Annotated[str | None, Field(description="TGI version.")] = None
+    revision: Annotated[
+        str | None,
+        Field(description="Cloud Run revision whose model answered; it is not probed again (a probe would keep a "
+              "scale-to-zero service awake)."),
+    ] = None
 
 
 class TGIServiceStatus(_Status):

@@ -1,6 +1,7 @@
-"""Deterministic names: the Cloud Run service id and owner labels of a TGIService.
+"""Deterministic names: the Cloud Run service id, owner labels and invoker account id of a TGIService.
 
-The id is a pure function of namespace and name, so a retried create can never make a second service.
+The id is a pure function of namespace and name, so a retried create can never make a second service; it always
+ends in a hash of `namespace/name`, so `team-a/llama` and `team/a-llama` never share one.
 """
 
 from __future__ import annotations
@@ -9,24 +10,23 @@ import hashlib
 import re
 
 MAX_SERVICE_ID = 49  # Cloud Run: fewer than 50 characters
-OWNER_LABELS = ("tgi-operator-namespace", "tgi-operator-name")
 MANAGED_BY = ("managed-by", "tgi-operator")
+NAMESPACE_LABEL, NAME_LABEL, CLUSTER_LABEL = "tgi-operator-namespace", "tgi-operator-name", "tgi-operator-cluster"
+OWNER_LABELS = (NAMESPACE_LABEL, NAME_LABEL, CLUSTER_LABEL)
+DEFAULT_CLUSTER = "default"
+
+
+def _digest(namespace: str, name: str, length: int) -> str:
+    return hashlib.sha256(f"{namespace}/{name}".encode()).hexdigest()[:length]
 
 
 def service_id(namespace: str, name: str) -> str:
-    """`<namespace>-<name>` made Cloud Run-safe: starts with a letter, [a-z0-9-], < 50 chars, no trailing hyphen.
-
-    When anything had to change (dots, a leading digit, the length) a short hash of the original pair keeps
-    distinct objects distinct.
-    """
-    raw = f"{namespace}-{name}"
-    cleaned = re.sub(r"[^a-z0-9-]", "-", raw.lower())
+    """`<namespace>-<name>-<hash>` made Cloud Run-safe: starts with a letter, [a-z0-9-], < 50 chars, no trailing
+    hyphen. The readable part is truncated when long; the hash keeps distinct objects distinct."""
+    cleaned = re.sub(r"[^a-z0-9-]", "-", f"{namespace}-{name}".lower())
     if not cleaned[0].isalpha():
         cleaned = "t" + cleaned
-    if cleaned == raw and len(cleaned) <= MAX_SERVICE_ID:
-        return cleaned
-    digest = hashlib.sha256(f"{namespace}/{name}".encode()).hexdigest()[:6]
-    return f"{cleaned[: MAX_SERVICE_ID - 7].rstrip('-')}-{digest}"
+    return f"{cleaned[: MAX_SERVICE_ID - 7].rstrip('-')}-{_digest(namespace, name, 6)}"
 
 
 def label_value(text: str) -> str:
@@ -34,21 +34,24 @@ def label_value(text: str) -> str:
     return re.sub(r"[^a-z0-9_-]", "_", text.lower())[:63]
 
 
-def owner_labels(namespace: str, name: str) -> dict[str, str]:
+def owner_labels(namespace: str, name: str, cluster: str = DEFAULT_CLUSTER) -> dict[str, str]:
+    """Labels that claim a Cloud Run service for one TGIService of one cluster (two clusters sharing a project
+    must not fight over a service: give each operator its own TGI_OPERATOR_CLUSTER_NAME)."""
     return {
         MANAGED_BY[0]: MANAGED_BY[1],
-        OWNER_LABELS[0]: label_value(namespace),
-        OWNER_LABELS[1]: label_value(name),
+        NAMESPACE_LABEL: label_value(namespace),
+        NAME_LABEL: label_value(name),
+        CLUSTER_LABEL: label_value(cluster),
     }
 
 
-def is_owned_by(labels: dict[str, str], namespace: str, name: str) -> bool:
-    expected = owner_labels(namespace, name)
+def is_owned_by(labels: dict[str, str], namespace: str, name: str, cluster: str = DEFAULT_CLUSTER) -> bool:
+    expected = owner_labels(namespace, name, cluster)
     return all(labels.get(key) == value for key, value in expected.items())
 
 
 def invoker_account_id(namespace: str, name: str) -> str:
-    """IAM service-account id (6-30 chars, [a-z][a-z0-9-]*[a-z0-9]) for a TGIService's invoker account."""
-    digest = hashlib.sha256(f"{namespace}/{name}".encode()).hexdigest()[:8]
-    stem = re.sub(r"[^a-z0-9-]", "-", f"inv-{name}".lower())[:21].rstrip("-")
-    return f"{stem}-{digest}"
+    """IAM service-account id (6-30 chars, [a-z][a-z0-9-]*[a-z0-9]) for a TGIService's invoker account; 48 bits of
+    hash make a deliberate collision with another tenant's account impractical."""
+    stem = re.sub(r"[^a-z0-9-]", "-", f"inv-{name}".lower())[:17].rstrip("-")
+    return f"{stem}-{_digest(namespace, name, 12)}"

@@ -18,13 +18,16 @@ from pydantic import ValidationError
 from tgi_operator import conditions as cond
 from tgi_operator.cloudrun import CloudRunServices
 from tgi_operator.diff import diff, merge_for_update, without_owner
-from tgi_operator.errors import PermanentCloudError
+from tgi_operator.conditions import short_revision
+from tgi_operator.errors import PermanentCloudError, TransientCloudError
 from tgi_operator.iam import ServiceAccounts
 from tgi_operator.invokers import parse_members, updated_policy
 from tgi_operator.models import Condition, ModelStatus, TGIServiceSpec, TGIServiceStatus, describe_errors, parse_spec
 from tgi_operator.naming import invoker_account_id, is_owned_by
 from tgi_operator.probe import ModelProbe, ProbeResult
 from tgi_operator.render import (
+    invoker_account_description,
+    invoker_account_display_name,
     INVOKERS_ANNOTATION,
     Target,
     invoker_members,
@@ -87,16 +90,34 @@ def checked_spec(obj: ObjectRef) -> TGIServiceSpec:
 
 
 def check_policy(spec: TGIServiceSpec, where: Target, settings: Settings) -> None:
-    """What the platform team allows, beyond what the CRD can know."""
+    """What the platform team allows, beyond what the CRD can know. (Public access is checked in the pass: a
+    refused public service is still deployed, privately.)"""
     if settings.allowed_projects and where.project not in settings.allowed_projects:
         raise Stall("ProjectNotAllowed", f"spec.project: {where.project} is not one this operator may use "
                     f"(allowed: {', '.join(settings.allowed_projects)})")
     if settings.allowed_regions and where.region not in settings.allowed_regions:
         raise Stall("RegionNotAllowed", f"spec.region: {where.region} is not one this operator may use "
                     f"(allowed: {', '.join(settings.allowed_regions)})")
-    if spec.access.public and not settings.allow_public_services:
-        raise Stall("PublicNotAllowed", "spec.access.public: this operator does not allow public services "
-                    "(TGI_OPERATOR_ALLOW_PUBLIC_SERVICES=false); list invokers instead")
+    if settings.allowed_image_prefixes and not spec.image.startswith(tuple(settings.allowed_image_prefixes)):
+        raise Stall("ImageNotAllowed", f"spec.image: {spec.image} does not start with an allowed prefix "
+                    f"({', '.join(settings.allowed_image_prefixes)})")
+    if settings.allowed_service_accounts and (spec.service_account or "") not in settings.allowed_service_accounts:
+        identity = spec.service_account or "the default compute service account"
+        raise Stall("ServiceAccountNotAllowed", f"spec.serviceAccount: {identity} is not a runtime identity this "
+                    f"operator may use (allowed: {', '.join(settings.allowed_service_accounts)})")
+    secret = spec.model.hf_token_secret
+    if secret and secret.secret.startswith("projects/") and not secret.secret.startswith(f"projects/{where.project}/"):
+        raise Stall("SecretNotAllowed", f"spec.model.hfTokenSecret.secret: {secret.secret} is in another project; "
+                    f"use a secret of project {where.project}")
+
+
+def public_refused(spec: TGIServiceSpec, settings: Settings) -> bool:
+    return spec.access.public and not settings.allow_public_services
+
+
+PUBLIC_REFUSED = cond.Problem(
+    "PublicNotAllowed", "spec.access.public: this operator does not allow public services "
+    "(TGI_OPERATOR_ALLOW_PUBLIC_SERVICES=false); the service is deployed private, list invokers instead")
 
 
 def check_same_target(managed: str | None, where: Target) -> None:
@@ -126,7 +147,7 @@ async def reconcile(
     status = previous.model_copy(deep=True)
     status.observed_generation = obj.generation
     events: list[Event] = []
-    wrote, service, probe, suspended = False, None, None, False
+    wrote, service, probe, suspended, problem = False, None, None, False, None
     try:
         spec = checked_spec(obj)
         suspended = spec.suspend
@@ -134,15 +155,22 @@ async def reconcile(
         check_same_target(previous.service_name, where)
         status.service_name = where.name
         check_policy(spec, where, settings)
-        desired = render_service(obj.namespace, obj.name, spec, where)
-        service, wrote, write_events = await _apply_service(obj, where, desired, adapters.services, redeploy_failed)
-        events += write_events
-        status.invoker_service_account = await _apply_invokers(obj, spec, where, service, adapters)
-        if wrote:
-            service = await adapters.services.get(where.name) or service
+        if public_refused(spec, settings):  # deploy it private (and revoke allUsers if it was public before)
+            spec = spec.model_copy(update={"access": spec.access.model_copy(update={"public": False})})
+            problem = PUBLIC_REFUSED
+        desired = render_service(obj.namespace, obj.name, spec, where, settings.cluster_name)
+        observed = await _observe(obj, where, adapters.services, settings)
+        if observed is None:
+            await _create(where, desired, adapters.services)
+            wrote, events = True, [Event("Normal", "Creating", f"creating Cloud Run service {where.name}")]
+        # IAM before the service update: the invokers annotation is only advanced once IAM has taken the change,
+        # so a failed revocation is retried from the old record on the next pass.
+        status.invoker_service_account = await _apply_invokers(obj, spec, where, observed, previous, adapters)
+        if observed is not None:
+            wrote, events = await _update(observed, desired, adapters.services, settings, redeploy_failed)
+        service = await adapters.services.get(where.name) if wrote else observed
         if _serving(service) and settings.model_probe and not suspended:
-            probe = await adapters.probe.check(service.uri)
-        problem = None
+            probe = await _probe(service, previous, adapters.probe)
     except Stall as stall:
         problem = stall.problem
     except PermanentCloudError as exc:
@@ -150,70 +178,111 @@ async def reconcile(
 
     assessment = cond.assess(service, problem=problem, wrote=wrote, suspended=suspended, probe=probe,
                              probe_required=settings.model_probe)
-    if service is not None and problem is None:
+    if service is not None:
         status.url = service.uri or None
-        status.latest_ready_revision = _short(service.latest_ready_revision) or None
+        status.latest_ready_revision = short_revision(service.latest_ready_revision) or None
     if probe and probe.healthy and probe.info:
-        status.model = _model_status(probe)
+        status.model = _model_status(probe, short_revision(service.latest_ready_revision))
     status.conditions = cond.conditions(assessment, obj.generation, previous.conditions, now)
     events += _transition_events(previous.conditions, assessment)
     return Outcome(status, assessment, events)
 
 
-async def _apply_service(
-    obj: ObjectRef, where: Target, desired: run_v2.Service, services: CloudRunServices, redeploy_failed: bool
-) -> tuple[run_v2.Service | None, bool, list[Event]]:
+async def _observe(obj: ObjectRef, where: Target, services: CloudRunServices, settings: Settings) -> run_v2.Service | None:
     observed = await services.get(where.name)
-    if observed is None:
-        log.info("creating Cloud Run service %s", where.name)
-        try:
-            await services.create(where.parent, where.service_id, desired)
-            return None, True, [Event("Normal", "Creating", f"creating Cloud Run service {where.name}")]
-        except PermanentCloudError as exc:
-            if exc.code != "ALREADY_EXISTS":
-                raise
-            # Someone (a previous operator life, or another writer) created it since we looked: judge that one.
-            observed = await services.get(where.name)
-            if observed is None:
-                raise
-    if not is_owned_by(dict(observed.labels), obj.namespace, obj.name):
+    if observed is not None and not is_owned_by(dict(observed.labels), obj.namespace, obj.name, settings.cluster_name):
         raise Stall("NotOwned", f"Cloud Run service {where.name} exists but is not managed by this TGIService "
-                    "(its owner labels are missing or name another object); it is left untouched")
+                    f"of cluster {settings.cluster_name!r} (its owner labels are missing or name another object); "
+                    "it is left untouched")
+    return observed
+
+
+async def _create(where: Target, desired: run_v2.Service, services: CloudRunServices) -> None:
+    log.info("creating Cloud Run service %s", where.name)
+    try:
+        await services.create(where.parent, where.service_id, desired)
+    except PermanentCloudError as exc:
+        if exc.code != "ALREADY_EXISTS":
+            raise
+        # Created since we looked (a previous operator life, or someone else): the next pass judges that one.
+        raise TransientCloudError(exc.code, f"{where.name} appeared while being created; looking again",
+                                  retry_after=1.0) from exc
+
+
+async def _update(
+    observed: run_v2.Service, desired: run_v2.Service, services: CloudRunServices, settings: Settings,
+    redeploy_failed: bool,
+) -> tuple[bool, list[Event]]:
     changed = diff(desired, observed)
-    if not changed and redeploy_failed and _failed(observed):
-        attempt = int(observed.template.annotations.get(RETRY_ANNOTATION, "0")) + 1
+    if changed:
+        log.info("updating Cloud Run service %s: %s", observed.name, ", ".join(changed))
+        await services.update(merge_for_update(desired, observed))
+        return True, [Event("Normal", "Updating", f"updating {', '.join(changed)}")]
+    attempt = int(observed.template.annotations.get(RETRY_ANNOTATION, "0")) + 1
+    if redeploy_failed and _failed(observed) and attempt <= settings.max_redeploys:
         update = merge_for_update(desired, observed)
         update.template.annotations[RETRY_ANNOTATION] = str(attempt)
         await services.update(update)
-        return observed, True, [Event("Normal", "Redeploying", f"deploying the failed revision again (attempt {attempt})")]
-    if not changed:
-        return observed, False, []
-    log.info("updating Cloud Run service %s: %s", where.name, ", ".join(changed))
-    await services.update(merge_for_update(desired, observed))
-    return observed, True, [Event("Normal", "Updating", f"updating {', '.join(changed)}")]
+        return True, [Event("Normal", "Redeploying",
+                            f"deploying the failed revision again (attempt {attempt} of {settings.max_redeploys})")]
+    return False, []
 
 
 async def _apply_invokers(
-    obj: ObjectRef, spec: TGIServiceSpec, where: Target, service: run_v2.Service | None, adapters: Adapters
+    obj: ObjectRef, spec: TGIServiceSpec, where: Target, observed: run_v2.Service | None,
+    previous_status: TGIServiceStatus, adapters: Adapters,
 ) -> str | None:
-    """Grant this object's invoker members, revoke the ones it dropped; returns the invoker SA's email."""
-    previous = parse_members(service.annotations.get(INVOKERS_ANNOTATION) if service else None)
+    """Grant this object's invoker members and revoke the ones it dropped; create or delete its invoker service
+    account. Returns the invoker account's email while the spec asks for one."""
+    granted = parse_members(observed.annotations.get(INVOKERS_ANNOTATION) if observed else None)
     desired = set(invoker_members(obj.namespace, obj.name, spec, where.project))
     sa_email = invoker_service_account(obj.namespace, obj.name, where.project)
     sa_member = f"serviceAccount:{sa_email}"
-    if sa_member in desired and sa_member not in previous:
-        await adapters.accounts.ensure(
-            where.project, invoker_account_id(obj.namespace, obj.name),
-            display_name=f"Invoker of {obj.namespace}/{obj.name}",
-            description=f"Created by tgi-operator to call TGIService {obj.namespace}/{obj.name}",
-        )
+    created = False
+    if sa_member in desired:
+        created = await _ensure_invoker_account(obj, where, sa_email, adapters.accounts)
     policy = await adapters.services.get_iam_policy(where.name)
-    new = updated_policy(policy, previous, desired)
+    new = updated_policy(policy, granted, desired)
     if new is not None:
-        await adapters.services.set_iam_policy(where.name, new)
-    if sa_member in previous and sa_member not in desired:
-        await adapters.accounts.delete(where.project, sa_email)
+        try:
+            await adapters.services.set_iam_policy(where.name, new)
+        except PermanentCloudError as exc:
+            if created and exc.code == "INVALID_ARGUMENT":  # IAM is eventually consistent about new accounts
+                raise TransientCloudError(exc.code, f"the new invoker account is not visible to IAM yet: {exc.message}",
+                                          retry_after=5.0) from exc
+            raise
+    if sa_member not in desired and (sa_member in granted or previous_status.invoker_service_account):
+        await _delete_invoker_account(obj, where.project, sa_email, adapters.accounts)
     return sa_email if sa_member in desired else None
+
+
+async def _ensure_invoker_account(obj: ObjectRef, where: Target, email: str, accounts: ServiceAccounts) -> bool:
+    """Get-or-create (a read per pass, a write only when missing); True when this pass created it."""
+    description = invoker_account_description(obj.namespace, obj.name)
+    found = await accounts.get(where.project, email)
+    if found is None:
+        await accounts.create(where.project, invoker_account_id(obj.namespace, obj.name),
+                              invoker_account_display_name(obj.namespace, obj.name), description)
+        return True
+    if found.description != description:
+        raise Stall("InvokerAccountTaken", f"service account {email} exists but was not created for this "
+                    "TGIService; it is neither used nor deleted")
+    return False
+
+
+async def _delete_invoker_account(obj: ObjectRef, project: str, email: str, accounts: ServiceAccounts) -> None:
+    found = await accounts.get(project, email)
+    if found is not None and found.description == invoker_account_description(obj.namespace, obj.name):
+        await accounts.delete(project, email)
+
+
+async def _probe(service: run_v2.Service, previous: TGIServiceStatus, probe: ModelProbe) -> ProbeResult:
+    """Ask the model once per revision: probing at every resync would keep a scale-to-zero service awake (and
+    billing its GPU), or meet a cold start and report a healthy model as waiting."""
+    revision = short_revision(service.latest_ready_revision)
+    if previous.model and previous.model.revision == revision:
+        return ProbeResult(True, "answered before")
+    return await probe.check(service.uri)
 
 
 def _failed(service: run_v2.Service) -> bool:
@@ -228,16 +297,12 @@ def _serving(service: run_v2.Service | None) -> bool:
     )
 
 
-def _short(revision: str) -> str:
-    return revision.rsplit("/", 1)[-1]
-
-
-def _model_status(probe: ProbeResult) -> ModelStatus:
+def _model_status(probe: ProbeResult, revision: str) -> ModelStatus:
     info = probe.info or {}
     return ModelStatus(
         id=info.get("model_id"), max_concurrent_requests=info.get("max_concurrent_requests"),
         max_input_tokens=info.get("max_input_tokens"), max_total_tokens=info.get("max_total_tokens"),
-        version=info.get("version"),
+        version=info.get("version"), revision=revision,
     )
 
 
@@ -257,29 +322,34 @@ def _transition_events(previous: list[Condition], now: cond.Assessment) -> list[
 
 
 async def finalize(obj: ObjectRef, adapters: Adapters, settings: Settings) -> list[Event]:
-    """Delete: remove the service and the invoker SA this object created. Retain: release the service.
+    """Delete: remove the service and the invoker account this object created. Retain: release the service.
     Raises transient errors (the finalizer stays and kopf retries)."""
-    try:
-        spec = parse_spec(obj.spec)
-        where = target(obj.namespace, obj.name, spec, settings.default_project)
-    except (ValidationError, ValueError):
-        return [Event("Normal", "Deleted", "the spec never named a valid Cloud Run service: nothing to remove")]
-    managed = obj.status.get("serviceName")
-    if managed and managed != where.name:  # clean up what we made, not what the spec resolves to today
-        project, region, service = managed.split("/")[1::2]
-        where = Target(project, region, service)
+    where, retain = _deletion_target(obj, settings)
+    if where is None:
+        return [Event("Normal", "Deleted", "no Cloud Run service was ever made for this object: nothing to remove")]
     observed = await adapters.services.get(where.name)
-    if observed is not None and not is_owned_by(dict(observed.labels), obj.namespace, obj.name):
+    if observed is not None and not is_owned_by(dict(observed.labels), obj.namespace, obj.name, settings.cluster_name):
         return [Event("Normal", "Deleted", f"{where.name} is not managed by this object: left untouched")]
-    retain = spec.deletion_policy.value == "Retain"
-    members = parse_members(observed.annotations.get(INVOKERS_ANNOTATION)) if observed else set()
-    sa_email = invoker_service_account(obj.namespace, obj.name, where.project)
     if retain:
         if observed is not None:
             await adapters.services.update(without_owner(observed))
         return [Event("Normal", "Retained", f"released Cloud Run service {where.name}; it keeps running and serving")]
     if observed is not None:
         await adapters.services.delete(where.name)
-    if f"serviceAccount:{sa_email}" in members or obj.status.get("invokerServiceAccount"):
-        await adapters.accounts.delete(where.project, sa_email)
+    await _delete_invoker_account(obj, where.project, invoker_service_account(obj.namespace, obj.name, where.project),
+                                  adapters.accounts)
     return [Event("Normal", "Deleted", f"deleted Cloud Run service {where.name}")]
+
+
+def _deletion_target(obj: ObjectRef, settings: Settings) -> tuple[Target | None, bool]:
+    """What to clean up: the service recorded in status (what was really made), else what the spec names.
+    Works for a spec that no longer validates (stricter CRD, unset default project): nothing may be orphaned."""
+    retain = obj.spec.get("deletionPolicy") == "Retain"
+    managed = obj.status.get("serviceName")
+    if managed:
+        project, region, service = managed.split("/")[1::2]
+        return Target(project, region, service), retain
+    try:
+        return target(obj.namespace, obj.name, parse_spec(obj.spec), settings.default_project), retain
+    except (ValidationError, ValueError):
+        return None, retain

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from google.cloud import run_v2
 
 from tgi_operator.models import CONTAINER_PORT, TGIServiceSpec
-from tgi_operator.naming import invoker_account_id, owner_labels, service_id
+from tgi_operator.naming import DEFAULT_CLUSTER, invoker_account_id, owner_labels, service_id
 
 CONTAINER_NAME = "tgi"
 INVOKER_ROLE = "roles/run.invoker"
@@ -98,9 +98,24 @@ def invoker_service_account(namespace: str, name: str, project: str) -> str:
     return f"{invoker_account_id(namespace, name)}@{project}.iam.gserviceaccount.com"
 
 
+def invoker_account_display_name(namespace: str, name: str) -> str:
+    return f"Invoker of {namespace}/{name}"[:100]  # IAM's limit
+
+
+def invoker_account_description(namespace: str, name: str) -> str:
+    """Also the marker that says the account is this object's (an account without it is never adopted or deleted)."""
+    return f"Created by tgi-operator to call TGIService {namespace}/{name}"[:256]  # IAM's limit
+
+
+def normalized_member(member: str) -> str:
+    """IAM compares emails and domains case-insensitively and may answer them lowercased: so do we."""
+    kind, _, identity = member.partition(":")
+    return f"{kind}:{identity.lower()}" if identity else member
+
+
 def invoker_members(namespace: str, name: str, spec: TGIServiceSpec, project: str) -> list[str]:
     """Every member this object wants to hold roles/run.invoker, sorted (a stable annotation value)."""
-    members = set(spec.access.invokers)
+    members = {normalized_member(m) for m in spec.access.invokers}
     if spec.access.create_invoker_service_account:
         members.add(f"serviceAccount:{invoker_service_account(namespace, name, project)}")
     if spec.access.public:
@@ -113,7 +128,9 @@ def _invokers_annotation(members: list[str]) -> dict[str, str]:
     return {INVOKERS_ANNOTATION: ",".join(members)} if members else {}
 
 
-def render_service(namespace: str, name: str, spec: TGIServiceSpec, where: Target) -> run_v2.Service:
+def render_service(
+    namespace: str, name: str, spec: TGIServiceSpec, where: Target, cluster: str = DEFAULT_CLUSTER
+) -> run_v2.Service:
     """The whole desired Cloud Run service. Fields left unset are Cloud Run's to default."""
     resources = spec.resources
     container = run_v2.Container(
@@ -140,11 +157,11 @@ def render_service(namespace: str, name: str, spec: TGIServiceSpec, where: Targe
         service_account=spec.service_account or "",
         node_selector=run_v2.NodeSelector(accelerator=resources.gpu.type.value),
         gpu_zonal_redundancy_disabled=not resources.gpu.zonal_redundancy,
-        labels=owner_labels(namespace, name),
+        labels=owner_labels(namespace, name, cluster),
     )
     service = run_v2.Service(
         description=f"Hugging Face TGI serving {spec.model.id} for TGIService {namespace}/{name}",
-        labels=owner_labels(namespace, name),
+        labels=owner_labels(namespace, name, cluster),
         annotations=_invokers_annotation(invoker_members(namespace, name, spec, where.project)),
         ingress=run_v2.IngressTraffic.INGRESS_TRAFFIC_ALL,
         invoker_iam_disabled=False,  # every request is checked against run.invoker

@@ -23,7 +23,7 @@ from tgi_operator import API_GROUP, KIND
 from tgi_operator.diff import copy
 from tgi_operator.models import TGIServiceSpec, describe_errors, parse_spec
 from tgi_operator.naming import invoker_account_id, service_id
-from tgi_operator.reconcile import Stall, check_policy
+from tgi_operator.reconcile import PUBLIC_REFUSED, Stall, check_policy, public_refused
 from tgi_operator.render import INVOKER_ROLE, Target, invoker_members, invoker_service_account, render_service
 from tgi_operator.settings import Settings
 
@@ -226,6 +226,8 @@ def render(
                   file=sys.stderr)
         try:
             check_policy(item.spec, item.target, settings)
+            if public_refused(item.spec, settings):
+                raise Stall(PUBLIC_REFUSED.reason, PUBLIC_REFUSED.message)
         except Stall as stall:  # the operator's settings here may differ from the deployed operator's
             print(f"note: {item.namespace}/{item.name}: an operator with this environment's settings would stall "
                   f"({stall.problem.reason}): {stall.problem.message}", file=sys.stderr)

@@ -22,13 +22,21 @@ class Settings(BaseSettings):
     allowed_projects: CommaList = Field(default_factory=list, description="Comma-separated; empty allows any project.")
     allowed_regions: CommaList = Field(default_factory=list, description="Comma-separated; empty allows any region.")
     allow_public_services: bool = Field(False, description="Whether access.public (allUsers invoker) may be granted.")
+    allowed_image_prefixes: CommaList = Field(
+        default_factory=list, description="Comma-separated image prefixes spec.image must start with; empty allows any.")
+    allowed_service_accounts: CommaList = Field(
+        default_factory=list, description="Comma-separated runtime identities spec.serviceAccount may name; empty allows any.")
+    cluster_name: str = Field(
+        "default", pattern=r"^[a-z0-9_-]{1,63}$",
+        description="Written into each service's owner labels: give every cluster that shares a project its own name.")
+    max_redeploys: int = Field(5, ge=0, description="How often a failed revision of an unchanged spec is deployed again.")
     resync_seconds: float = Field(300.0, gt=0, description="How often every service is re-read to correct drift.")
     model_probe: bool = Field(True, description="Ready also requires the model to answer an authenticated GET /health.")
     poll_initial_seconds: float = Field(2.0, gt=0, description="First delay when polling a reconciling service.")
     poll_max_seconds: float = Field(30.0, gt=0, description="Longest delay between polls of a reconciling service.")
     request_timeout_seconds: float = Field(30.0, gt=0, description="Deadline of one Cloud Run / IAM call.")
 
-    @field_validator("allowed_projects", "allowed_regions", mode="before")
+    @field_validator("allowed_projects", "allowed_regions", "allowed_image_prefixes", "allowed_service_accounts", mode="before")
     @classmethod
     def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):

@@ -56,7 +56,7 @@ def test_seed_sample_becomes_ready_with_exactly_the_seed_settings(operator_stack
     assert status["serviceName"] == f"projects/{PROJECT}/locations/us-central1/services/{service_id(namespace, SEED_NAME)}"
     assert status["model"] == {"id": "hugging-quants/Meta-Llama-3.1-8B-Instruct-AWQ-INT4", "maxConcurrentRequests": 64,
                                "maxInputTokens": status["model"]["maxInputTokens"], "maxTotalTokens": status["model"]["maxTotalTokens"],
-                               "version": status["model"]["version"]}
+                               "version": status["model"]["version"], "revision": status["latestReadyRevision"]}
     assert {c["type"]: c["status"] for c in status["conditions"]} == {"Ready": "True", "Reconciling": "False", "Stalled": "False"}
     assert all(c["observedGeneration"] == 1 for c in status["conditions"])
 
@@ -237,8 +237,13 @@ def test_public_is_refused_unless_the_operator_allows_it(operator_stack: Stack, 
     name = stack.kube.kubectl("get", "tgis", "-n", namespace, "-o", "jsonpath={.items[0].metadata.name}").stdout
     obj = stalled(stack, namespace, name, reason="PublicNotAllowed")
     assert "spec.access.public" in condition(obj, "Stalled")["message"]
-    parent = f"projects/{PROJECT}/locations/europe-west1"
-    assert not [s for s in stack.run.list_services(parent=parent) if s.name.endswith(service_id(namespace, name))]
+    # Deployed, but private: no allUsers binding, and an anonymous request is refused.
+    service_name = wait_for(lambda: stack.tgis(namespace, name)["status"].get("url") and stack.tgis(namespace, name),
+                            what="the private service's URL")["status"]["serviceName"]
+    policy = stack.run.get_iam_policy(request={"resource": service_name})
+    assert "allUsers" not in {m for b in policy.bindings for m in b.members}
+    url = stack.run.get_service(name=service_name).uri
+    assert requests.get(f"{url}/health", timeout=10).status_code == 403
 
 
 def test_invoker_account_follows_the_spec(operator_stack: Stack, namespace: str) -> None:

@@ -102,3 +102,83 @@ async def test_finalize_is_idempotent(adapters: Adapters) -> None:
     assert await adapters.services.get(status["serviceName"]) is None
     again = await finalize(ref(status), adapters, SETTINGS)  # a retried delete after a crash: nothing left, no error
     assert [e.reason for e in again] == ["Deleted"]
+
+
+async def test_a_revocation_survives_an_iam_etag_race(adapters: Adapters, admin: AdminApi) -> None:
+    two = {**SPEC, "access": {"invokers": ["group:ml@example.com", "user:ann@example.com"]}}
+    status = await settle(adapters, {}, 1, two)
+    admin.fault("SetIamPolicy", "ABORTED", count=1)
+    with pytest.raises(TransientCloudError):
+        await reconcile(ref(status, 2, SPEC), adapters, SETTINGS, now=NOW)
+    await settle(adapters, status, 2, SPEC)
+    policy = await adapters.services.get_iam_policy(status["serviceName"])
+    assert {m for b in policy.bindings for m in b.members} == {"group:ml@example.com"}  # ann lost access
+
+
+async def test_the_invoker_account_is_made_after_a_failed_create_and_removed_after_a_failed_delete(
+    adapters: Adapters, admin: AdminApi
+) -> None:
+    with_sa = {**SPEC, "access": {"createInvokerServiceAccount": True}}
+    admin.fault("CreateServiceAccount", "UNAVAILABLE", count=1)
+    with pytest.raises(TransientCloudError):
+        await reconcile(ref({}, 1, with_sa), adapters, SETTINGS, now=NOW)
+    status = await settle(adapters, {}, 1, with_sa)
+    email = status["invokerServiceAccount"]
+    assert await adapters.accounts.get(PROJECT, email) is not None
+
+    admin.fault("DeleteServiceAccount", "UNAVAILABLE", count=1)
+    with pytest.raises(TransientCloudError):
+        await reconcile(ref(status, 2, SPEC), adapters, SETTINGS, now=NOW)
+    after = await settle(adapters, status, 2, SPEC)
+    assert "invokerServiceAccount" not in after
+    assert await adapters.accounts.get(PROJECT, email) is None
+
+
+async def test_someone_elses_account_with_the_same_id_is_neither_used_nor_deleted(adapters: Adapters) -> None:
+    from tgi_operator.naming import invoker_account_id
+
+    await adapters.accounts.create(PROJECT, invoker_account_id("team-a", "llama"), "squatter", "not yours")
+    with_sa = {**SPEC, "access": {"createInvokerServiceAccount": True}}
+    outcome = await reconcile(ref({}, 1, with_sa), adapters, SETTINGS, now=NOW)
+    assert outcome.assessment.stalled and outcome.assessment.reason == "InvokerAccountTaken"
+    await finalize(ref(outcome.status.to_k8s(), 1, with_sa), adapters, SETTINGS)
+    email = f"{invoker_account_id('team-a', 'llama')}@{PROJECT}.iam.gserviceaccount.com"
+    assert (await adapters.accounts.get(PROJECT, email)).description == "not yours"
+
+
+async def test_deleting_an_object_whose_spec_no_longer_validates_still_removes_its_service(adapters: Adapters) -> None:
+    status = await settle(adapters, {})
+    broken = {"region": "us-central1", "model": {"id": "not a model id"}}  # e.g. admitted under an older, looser CRD
+    events = await finalize(ref(status, 1, broken), adapters, SETTINGS)
+    assert [e.reason for e in events] == ["Deleted"]
+    assert await adapters.services.get(status["serviceName"]) is None
+
+
+async def test_a_refused_public_service_is_deployed_private_and_loses_all_users(adapters: Adapters) -> None:
+    public = {**SPEC, "access": {"public": True}}
+    allowed = Settings(default_project=PROJECT, model_probe=False, allow_public_services=True)
+    status = (await reconcile(ref({}, 1, public), adapters, allowed, now=NOW)).status.to_k8s()
+    policy = await adapters.services.get_iam_policy(status["serviceName"])
+    assert "allUsers" in {m for b in policy.bindings for m in b.members}
+    # The platform team turns public services off: the service stays up, private, and the object says why.
+    outcome = await reconcile(ref(status, 1, public), adapters, SETTINGS, now=NOW)
+    assert outcome.assessment.stalled and outcome.assessment.reason == "PublicNotAllowed"
+    policy = await adapters.services.get_iam_policy(status["serviceName"])
+    assert "allUsers" not in {m for b in policy.bindings for m in b.members}
+
+
+async def test_redeploys_stop_after_the_limit(adapters: Adapters, admin: AdminApi) -> None:
+    status = await settle(adapters, {})
+    service_id = status["serviceName"].rsplit("/", 1)[1]
+    limited = Settings(default_project=PROJECT, model_probe=False, max_redeploys=1)
+    changed = {**SPEC, "scaling": {"concurrency": 8}}
+    admin.fail_next_revision(service_id, "container failed to start")
+    stalled = await settle(adapters, status, 2, changed)
+    admin.fail_next_revision(service_id, "container failed to start")
+    first = await reconcile(ref(stalled, 2, changed), adapters, limited, now=NOW, redeploy_failed=True)
+    assert [e.reason for e in first.events] == ["Redeploying"]
+    stalled = await settle(adapters, first.status.to_k8s(), 2, changed)
+    admin.reset_calls()
+    second = await reconcile(ref(stalled, 2, changed), adapters, limited, now=NOW, redeploy_failed=True)
+    assert second.assessment.reason == "RevisionFailed" and not second.events
+    assert not admin.calls().get("google.cloud.run.v2.Services/UpdateService")

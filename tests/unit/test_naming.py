@@ -15,14 +15,20 @@ DNS_NAME = st.from_regex(r"^[a-z0-9]([a-z0-9.-]{0,60}[a-z0-9])?$", fullmatch=Tru
 
 
 @pytest.mark.parametrize(
-    ("namespace", "name", "expected"),
+    ("namespace", "name", "readable"),
     [
-        ("team-a", "llama-8b", "team-a-llama-8b"),  # the design's example: kept readable
-        ("ml", "mistral", "ml-mistral"),
+        ("team-a", "llama-8b", "team-a-llama-8b-"),  # readable, then the hash
+        ("ml", "mistral", "ml-mistral-"),
     ],
 )
-def test_readable_ids_stay_as_they_are(namespace: str, name: str, expected: str) -> None:
-    assert service_id(namespace, name) == expected
+def test_ids_are_readable_and_hashed(namespace: str, name: str, readable: str) -> None:
+    result = service_id(namespace, name)
+    assert result.startswith(readable) and len(result) == len(readable) + 6
+    assert CLOUD_RUN_ID.match(result)
+
+
+def test_namespace_and_name_boundaries_do_not_collide() -> None:
+    assert service_id("team-a", "llama") != service_id("team", "a-llama")
 
 
 @pytest.mark.parametrize(
@@ -36,7 +42,6 @@ def test_readable_ids_stay_as_they_are(namespace: str, name: str, expected: str)
 def test_changed_ids_get_a_hash_and_follow_cloud_run_rules(namespace: str, name: str) -> None:
     result = service_id(namespace, name)
     assert CLOUD_RUN_ID.match(result), result
-    assert result != f"{namespace}-{name}"
 
 
 @given(DNS_LABEL, DNS_NAME)
@@ -61,3 +66,6 @@ def test_ownership_needs_every_owner_label() -> None:
     assert not is_owned_by(labels, "team-b", "llama.v2")
     assert not is_owned_by({k: v for k, v in labels.items() if k != "managed-by"}, "team-a", "llama.v2")
     assert labels["tgi-operator-name"] == "llama_v2"
+    # Two clusters sharing a project: each operator owns only its own cluster's services.
+    assert not is_owned_by(labels, "team-a", "llama.v2", cluster="prod")
+    assert is_owned_by(owner_labels("team-a", "llama.v2", "prod"), "team-a", "llama.v2", cluster="prod")

@@ -7,11 +7,13 @@ from typing import Any
 import pytest
 
 from tgi_operator.models import TGIServiceSpec, parse_spec
+from tgi_operator.naming import service_id
 from tgi_operator.reconcile import ObjectRef, Stall, check_policy, checked_spec, resolve_target
 from tgi_operator.render import Target
 from tgi_operator.settings import Settings
 
 VALID: dict[str, Any] = {"region": "us-central1", "model": {"id": "hugging-quants/Meta-Llama-3.1-8B-Instruct-AWQ-INT4"}}
+SERVICE_ID = service_id("team-a", "llama-8b")
 
 
 def settings(**values: Any) -> Settings:
@@ -88,14 +90,15 @@ def where(project: str = "my-project", region: str = "us-central1") -> Target:
             "RegionNotAllowed",
             "spec.region",
         ),
-        (spec_with(access={"public": True}), where(), {}, "PublicNotAllowed", "spec.access.public"),
-        (
-            spec_with(access={"public": True}),
-            where(),
-            {"allowed_projects": ["my-project"], "allowed_regions": ["us-central1"]},
-            "PublicNotAllowed",
-            "spec.access.public",
-        ),
+        (spec_with(image="docker.io/someone/tgi:latest"), where(),
+         {"allowed_image_prefixes": ["us-docker.pkg.dev/deeplearning-platform-release/"]}, "ImageNotAllowed", "spec.image"),
+        (spec_with(serviceAccount="admin@my-project.iam.gserviceaccount.com"), where(),
+         {"allowed_service_accounts": ["tgi-runtime@my-project.iam.gserviceaccount.com"]},
+         "ServiceAccountNotAllowed", "spec.serviceAccount"),
+        (spec_with(), where(), {"allowed_service_accounts": ["tgi-runtime@my-project.iam.gserviceaccount.com"]},
+         "ServiceAccountNotAllowed", "spec.serviceAccount"),  # the default compute identity is not on the list
+        (spec_with(model={"id": "org/model", "hfTokenSecret": {"secret": "projects/other/secrets/hf"}}), where(), {},
+         "SecretNotAllowed", "spec.model.hfTokenSecret.secret"),
     ],
 )
 def test_policy_refusals_name_the_field(
@@ -105,6 +108,15 @@ def test_policy_refusals_name_the_field(
         check_policy(parse_spec(spec), target, settings(**policy))
     assert caught.value.problem.reason == reason
     assert caught.value.problem.message.startswith(f"{field}: ")
+
+
+@pytest.mark.parametrize(("public", "allowed", "refused"), [(True, False, True), (True, True, False), (False, False, False)])
+def test_public_is_refused_unless_allowed(public: bool, allowed: bool, refused: bool) -> None:
+    from tgi_operator.reconcile import PUBLIC_REFUSED, public_refused
+
+    spec = parse_spec(spec_with(access={"public": public}))
+    assert public_refused(spec, settings(allow_public_services=allowed)) is refused
+    assert PUBLIC_REFUSED.message.startswith("spec.access.public: ")
 
 
 def test_a_refused_project_message_lists_the_allowed_ones() -> None:
@@ -121,6 +133,10 @@ def test_a_refused_project_message_lists_the_allowed_ones() -> None:
         (spec_with(), where(), {"allowed_projects": ["my-project"], "allowed_regions": ["us-central1", "us-east4"]}),
         (spec_with(access={"public": True}), where(), {"allow_public_services": True}),
         (spec_with(access={"invokers": ["group:ml@example.com"], "createInvokerServiceAccount": True}), where(), {}),
+        (spec_with(model={"id": "org/model", "hfTokenSecret": {"secret": "projects/my-project/secrets/hf"}}), where(), {}),
+        (spec_with(model={"id": "org/model", "hfTokenSecret": {"secret": "hf"}}), where(), {}),
+        (spec_with(serviceAccount="tgi-runtime@my-project.iam.gserviceaccount.com"), where(),
+         {"allowed_service_accounts": ["tgi-runtime@my-project.iam.gserviceaccount.com"]}),
     ],
 )
 def test_policy_allows(spec: dict[str, Any], target: Target, policy: dict[str, Any]) -> None:
@@ -152,9 +168,9 @@ def test_resolve_target_without_any_project_stalls() -> None:
 @pytest.mark.parametrize(
     ("spec", "default_project", "expected"),
     [
-        (spec_with(), "ops-default", "projects/ops-default/locations/us-central1/services/team-a-llama-8b"),
-        (spec_with(project="my-project"), "ops-default", "projects/my-project/locations/us-central1/services/team-a-llama-8b"),
-        (spec_with(project="my-project"), None, "projects/my-project/locations/us-central1/services/team-a-llama-8b"),
+        (spec_with(), "ops-default", f"projects/ops-default/locations/us-central1/services/{SERVICE_ID}"),
+        (spec_with(project="my-project"), "ops-default", f"projects/my-project/locations/us-central1/services/{SERVICE_ID}"),
+        (spec_with(project="my-project"), None, f"projects/my-project/locations/us-central1/services/{SERVICE_ID}"),
     ],
 )
 def test_resolve_target(spec: dict[str, Any], default_project: str | None, expected: str) -> None:

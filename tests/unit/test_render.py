@@ -24,7 +24,8 @@ from tgi_operator.render import (
 SAMPLES = Path(__file__).resolve().parents[2] / "manifests" / "samples"
 NAMESPACE, NAME, PROJECT = "team-a", "llama-8b", "my-project"
 MODEL_ID = "hugging-quants/Meta-Llama-3.1-8B-Instruct-AWQ-INT4"
-OWNER = {"managed-by": "tgi-operator", "tgi-operator-namespace": NAMESPACE, "tgi-operator-name": NAME}
+OWNER = {"managed-by": "tgi-operator", "tgi-operator-namespace": NAMESPACE, "tgi-operator-name": NAME,
+         "tgi-operator-cluster": "default"}
 APP = "serviceAccount:app@my-project.iam.gserviceaccount.com"
 GROUP = "group:ml@example.com"
 INVOKER_SA = f"serviceAccount:{invoker_account_id(NAMESPACE, NAME)}@{PROJECT}.iam.gserviceaccount.com"
@@ -279,6 +280,7 @@ def test_owner_labels_are_valid_gcp_label_values() -> None:
         "managed-by": "tgi-operator",
         "tgi-operator-namespace": "team_a",
         "tgi-operator-name": "llama_8b",
+        "tgi-operator-cluster": "default",
     }
 
 
@@ -294,9 +296,9 @@ def test_target_names_the_service(spec_project: str | None, default_project: str
     raw = spec_of(region="europe-west1") | ({"project": spec_project} if spec_project else {})
     where = target(NAMESPACE, NAME, parse_spec(raw), default_project)
     assert where == Target(expected_project, "europe-west1", service_id(NAMESPACE, NAME))
-    assert where.service_id == "team-a-llama-8b"
+    assert where.service_id.startswith("team-a-llama-8b-")
     assert where.parent == f"projects/{expected_project}/locations/europe-west1"
-    assert where.name == f"projects/{expected_project}/locations/europe-west1/services/team-a-llama-8b"
+    assert where.name == f"projects/{expected_project}/locations/europe-west1/services/{where.service_id}"
 
 
 @pytest.mark.parametrize("default_project", [None, ""])

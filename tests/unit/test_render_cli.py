@@ -8,6 +8,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from tgi_operator.naming import service_id
 from tgi_operator.cli import app
 from tgi_operator.naming import invoker_account_id
 
@@ -41,7 +42,7 @@ def test_the_seed_sample_renders_the_seed_settings_and_the_invoker_binding() -> 
     assert code == 0, err
     service, iam = list(yaml.safe_load_all(out))
 
-    assert service["name"] == f"projects/my-project/locations/us-central1/services/default-{SEED_NAME}"
+    assert service["name"] == f"projects/my-project/locations/us-central1/services/{service_id('default', SEED_NAME)}"
     assert service["ingress"] == "INGRESS_TRAFFIC_ALL"
     assert service["invokerIamDisabled"] is False  # --no-allow-unauthenticated
     template = service["template"]
@@ -67,7 +68,7 @@ def test_output_is_stable_and_the_namespace_option_names_the_service() -> None:
     second = render("-f", str(SEED), "--project", "my-project", "-n", "team-a")
     assert first == second
     service = next(yaml.safe_load_all(first[1]))
-    assert service["name"].endswith("/services/team-a-llama-3-1-8b-awq")
+    assert service["name"].endswith(f"/services/{service_id('team-a', SEED_NAME)}")
     assert list(service["labels"]) == sorted(service["labels"])
 
 
@@ -78,7 +79,7 @@ def test_stdin_and_several_documents_and_the_default_project_from_the_environmen
     assert code == 0, err
     seed, seed_iam, suspended, suspended_iam = list(yaml.safe_load_all(out))
     assert seed["name"].startswith("projects/env-project/locations/us-central1/")
-    assert suspended["name"] == "projects/env-project/locations/europe-west4/services/default-qwen-2-5-7b-awq"
+    assert suspended["name"] == f"projects/env-project/locations/europe-west4/services/{service_id('default', 'qwen-2-5-7b-awq')}"
     assert suspended["scaling"] == {"scalingMode": "MANUAL", "manualInstanceCount": 0}
     assert suspended_iam["bindings"] == [] and "serviceAccounts" not in suspended_iam
 
