@@ -31,6 +31,14 @@ CONFIG = Settings()
 log = logging.getLogger("tgi_operator")
 
 
+class QuietPollTicks(logging.Filter):
+    """The poll timer ticks every second per object and mostly finds nothing due: kopf's "Timer 'poll' ..."
+    lines would flood the log. Passes that do something log for themselves (reconcile.py)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Timer 'poll' ")
+
+
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     # kopf's bookkeeping lives under our own prefix, and only in annotations (status is ours).
@@ -39,6 +47,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=API_GROUP)
     settings.posting.level = logging.WARNING  # we post our own Normal events; kopf adds its warnings
     settings.execution.max_workers = 4
+    logging.getLogger("kopf.objects").addFilter(QuietPollTicks())
     memo.config = CONFIG
     memo.adapters = Adapters(
         services=CloudRunServices(services_client(CONFIG.cloud_run_endpoint), CONFIG.request_timeout_seconds),
