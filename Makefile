@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-unit testenv venv crd test-kind clean
+.PHONY: demo test test-unit testenv venv crd bench test-kind clean
 
 # pyproject.toml requires Python >= 3.11: say so plainly, before pip fails with an obscure requires-python error.
 PY_OK := -c 'import sys; sys.exit(sys.version_info < (3, 11))'
@@ -35,6 +35,9 @@ test: venv testenv  ## every test, against a real kube-apiserver + etcd and the 
 
 test-unit: venv  ## pure-function tests only (no control plane)
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
+
+bench: venv testenv  ## steady-state cost of N TGIServices, in calls per object and resync (BENCH_ARGS="--objects 50")
+	KUBEBUILDER_ASSETS="$$(bash hack/build-testenv.sh)" $(BIN)/python benchmarks/steady_state.py $(BENCH_ARGS)
 
 crd: venv  ## regenerate the committed CRD from the pydantic models
 	$(BIN)/tgi-operator crd --output crds/tgiservices.tgi-operator.dev.yaml
