@@ -14,7 +14,7 @@ from emulator_fixtures import *  # noqa: F403
 from emulator_fixtures import OPERATOR, PARENT, PROJECT, REGION, AdminApi, seed_service, service_name
 from google.api_core import exceptions as gexc
 from google.auth.credentials import AnonymousCredentials
-from google.cloud import run_v2
+from google.cloud import iam_admin_v1, run_v2
 from google.cloud.run_v2.services.services.transports import ServicesGrpcTransport
 
 from tgi_operator.emulator.server import Emulator, EmulatorConfig
@@ -120,11 +120,13 @@ def test_admin_api_rejects_bad_bodies(admin: AdminApi) -> None:
     assert response.status_code == 404
 
 
-def test_url_is_served_with_the_services_iam(run_client: run_v2.ServicesClient, admin: AdminApi) -> None:
+def test_url_is_served_with_the_services_iam(
+    run_client: run_v2.ServicesClient, iam_client: iam_admin_v1.IAMClient, admin: AdminApi
+) -> None:
     """The control plane publishes ready services on the data plane and answers its IAM question."""
     created = run_client.create_service(parent=PARENT, service=seed_service(), service_id="served").result(timeout=30)
     assert requests.get(created.uri + "/health", timeout=10).status_code == 403
-    app = f"app@{PROJECT}.iam.gserviceaccount.com"
+    app = iam_client.create_service_account(request={"name": f"projects/{PROJECT}", "account_id": "app-caller"}).email
     as_app = {"Authorization": f"Bearer {admin.token(app, created.uri)}"}
     assert requests.get(created.uri + "/health", headers=as_app, timeout=10).status_code == 403
     as_operator = {"Authorization": f"Bearer {admin.token(OPERATOR, created.uri)}"}

@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
+import grpc
 import pytest
 from emulator_fixtures import *  # noqa: F403
 from emulator_fixtures import OPERATOR, PARENT, PROJECT, seed_service
 from google.api_core import exceptions as gexc
+from google.auth.credentials import AnonymousCredentials
 from google.cloud import iam_admin_v1, run_v2
+from google.cloud.iam_admin_v1.services.iam.transports import IAMGrpcTransport
+from google.cloud.run_v2.services.services.transports import ServicesGrpcTransport
 from google.iam.v1 import iam_policy_pb2, policy_pb2
 from google.rpc import error_details_pb2
 
-from tgi_operator.emulator.server import Emulator
+from tgi_operator.emulator.server import Emulator, EmulatorConfig
+from tgi_operator.emulator.testing import EmulatorThread
 
 pytestmark = pytest.mark.timeout(60)
 
-APP = f"app@{PROJECT}.iam.gserviceaccount.com"
+APP_ID = "app-caller"
+APP = f"{APP_ID}@{PROJECT}.iam.gserviceaccount.com"
 
 
 @pytest.fixture
@@ -27,7 +36,15 @@ def _grant(policy: policy_pb2.Policy, role: str, member: str) -> policy_pb2.Poli
     return policy
 
 
-def test_policy_read_modify_write(run_client: run_v2.ServicesClient, service: run_v2.Service, emulator: Emulator) -> None:
+def _bad_request(error: gexc.GoogleAPICallError) -> list[tuple[str, str]]:
+    bad = [d for d in error.details if isinstance(d, error_details_pb2.BadRequest)][0]
+    return [(v.field, v.description) for v in bad.field_violations]
+
+
+def test_policy_read_modify_write(
+    run_client: run_v2.ServicesClient, iam_client: iam_admin_v1.IAMClient, service: run_v2.Service, emulator: Emulator
+) -> None:
+    iam_client.create_service_account(request={"name": f"projects/{PROJECT}", "account_id": APP_ID})
     policy = run_client.get_iam_policy(request={"resource": service.name})
     assert list(policy.bindings) == [] and policy.etag
     assert not emulator.services.may_invoke(service.name, APP)
@@ -69,6 +86,86 @@ def test_bad_member_or_role_is_invalid(run_client: run_v2.ServicesClient, servic
         run_client.set_iam_policy(request={"resource": service.name, "policy": _grant(policy, role, member)})
     bad = [d for d in caught.value.details if isinstance(d, error_details_pb2.BadRequest)][0]
     assert [v.field for v in bad.field_violations] == [field]
+
+
+def test_binding_a_service_account_that_does_not_exist_is_invalid(
+    run_client: run_v2.ServicesClient, iam_client: iam_admin_v1.IAMClient, service: run_v2.Service
+) -> None:
+    policy = run_client.get_iam_policy(request={"resource": service.name})
+    policy.bindings.add(role="roles/run.viewer", members=["user:a@example.com"])
+    policy.bindings.add(role="roles/run.invoker", members=["group:ml@example.com", f"serviceAccount:{APP}"])
+    with pytest.raises(gexc.InvalidArgument) as caught:
+        run_client.set_iam_policy(request={"resource": service.name, "policy": policy})
+    assert caught.value.message == f"Service account {APP} does not exist."
+    assert _bad_request(caught.value) == [("policy.bindings[1].members[1]", f"Service account {APP} does not exist.")]
+    assert list(run_client.get_iam_policy(request={"resource": service.name}).bindings) == []  # nothing stored
+
+    # An account of the same name in another project is another account.
+    iam_client.create_service_account(request={"name": "projects/other-project", "account_id": APP_ID})
+    with pytest.raises(gexc.InvalidArgument):
+        run_client.set_iam_policy(request={"resource": service.name, "policy": policy})
+    iam_client.create_service_account(request={"name": f"projects/{PROJECT}", "account_id": APP_ID})
+    updated = run_client.set_iam_policy(request={"resource": service.name, "policy": policy})
+    assert [(b.role, list(b.members)) for b in updated.bindings] == [
+        ("roles/run.invoker", ["group:ml@example.com", f"serviceAccount:{APP}"]),
+        ("roles/run.viewer", ["user:a@example.com"]),
+    ]
+
+
+@pytest.mark.parametrize(
+    "email",
+    [
+        "123456789012-compute@developer.gserviceaccount.com",  # the default compute account
+        f"{PROJECT}@appspot.gserviceaccount.com",  # App Engine's default account
+        "service-123456789012@gcp-sa-aiplatform.iam.gserviceaccount.com",  # a service agent
+        "firebase-agent@gcp-sa-firebase.iam.gserviceaccount.com",
+        "service-123456789012@compute-system.iam.gserviceaccount.com",
+    ],
+)
+def test_google_managed_service_accounts_need_no_account(
+    run_client: run_v2.ServicesClient, service: run_v2.Service, email: str
+) -> None:
+    policy = _grant(run_client.get_iam_policy(request={"resource": service.name}), "roles/run.invoker", f"serviceAccount:{email}")
+    updated = run_client.set_iam_policy(request={"resource": service.name, "policy": policy})
+    assert list(updated.bindings[0].members) == [f"serviceAccount:{email}"]
+
+
+def test_members_the_policy_already_holds_are_not_checked_again(tmp_path: Path) -> None:
+    """A policy that binds an account the emulator no longer holds (here: a state file edited between runs, as
+    an older emulator or a hand-made file may leave) keeps working; only members a write adds are checked."""
+    state_file = tmp_path / "emulator.json"
+    config = EmulatorConfig(reconcile_seconds=0.1, state_file=state_file, identity=OPERATOR)
+
+    def clients(emu: Emulator) -> tuple[run_v2.ServicesClient, iam_admin_v1.IAMClient, grpc.Channel]:
+        channel = grpc.insecure_channel(emu.grpc_endpoint)
+        run = run_v2.ServicesClient(transport=ServicesGrpcTransport(channel=channel, credentials=AnonymousCredentials()))
+        iam = iam_admin_v1.IAMClient(transport=IAMGrpcTransport(channel=channel, credentials=AnonymousCredentials()))
+        return run, iam, channel
+
+    with EmulatorThread(config) as emu:
+        run, iam, channel = clients(emu)
+        created = run.create_service(parent=PARENT, service=seed_service(), service_id="kept").result(timeout=30)
+        iam.create_service_account(request={"name": f"projects/{PROJECT}", "account_id": APP_ID})
+        policy = _grant(run.get_iam_policy(request={"resource": created.name}), "roles/run.invoker", f"serviceAccount:{APP}")
+        run.set_iam_policy(request={"resource": created.name, "policy": policy})
+        channel.close()
+    document = json.loads(state_file.read_text())
+    del document["serviceAccounts"][APP]
+    state_file.write_text(json.dumps(document))
+
+    with EmulatorThread(config) as emu:
+        run, iam, channel = clients(emu)
+        policy = _grant(run.get_iam_policy(request={"resource": created.name}), "roles/run.viewer", "user:a@example.com")
+        updated = run.set_iam_policy(request={"resource": created.name, "policy": policy})
+        assert [(b.role, list(b.members)) for b in updated.bindings] == [
+            ("roles/run.invoker", [f"serviceAccount:{APP}"]), ("roles/run.viewer", ["user:a@example.com"])
+        ]
+        # Bound afresh (after the binding was dropped), it is checked like any new member.
+        del updated.bindings[0]
+        cleared = run.set_iam_policy(request={"resource": created.name, "policy": updated})
+        with pytest.raises(gexc.InvalidArgument):
+            run.set_iam_policy(request={"resource": created.name, "policy": _grant(cleared, "roles/run.invoker", f"serviceAccount:{APP}")})
+        channel.close()
 
 
 def test_public_and_project_roles_and_disabled_invoker_check(
@@ -123,5 +220,38 @@ def test_service_accounts(iam_client: iam_admin_v1.IAMClient, run_client: run_v2
     iam_client.delete_service_account(name=created.name)
     with pytest.raises(gexc.NotFound):
         iam_client.get_service_account(name=created.name)
-    members = list(run_client.get_iam_policy(request={"resource": service.name}).bindings[0].members)
-    assert members == [f"deleted:serviceAccount:{email}?uid={created.unique_id}"]
+    policy = run_client.get_iam_policy(request={"resource": service.name})
+    deleted = f"deleted:serviceAccount:{email}?uid={created.unique_id}"
+    assert list(policy.bindings[0].members) == [deleted]
+    # The deleted member stays through later writes; binding the deleted account again is refused, as on IAM.
+    policy = run_client.set_iam_policy(request={"resource": service.name, "policy": _grant(policy, "roles/run.invoker", "user:a@example.com")})
+    assert list(policy.bindings[0].members) == [deleted, "user:a@example.com"]
+    with pytest.raises(gexc.InvalidArgument) as caught:
+        run_client.set_iam_policy(request={"resource": service.name, "policy": _grant(policy, "roles/run.invoker", f"serviceAccount:{email}")})
+    assert caught.value.message == f"Service account {email} does not exist."
+
+
+@pytest.mark.parametrize(
+    ("service_account", "field"),
+    [
+        ({"display_name": "d" * 101}, "service_account.display_name"),
+        ({"display_name": "é" * 51}, "service_account.display_name"),  # 102 UTF-8 bytes
+        ({"description": "d" * 257}, "service_account.description"),
+    ],
+)
+def test_service_account_text_limits(iam_client: iam_admin_v1.IAMClient, service_account: dict[str, str], field: str) -> None:
+    request = {"name": f"projects/{PROJECT}", "account_id": "wordy-account", "service_account": service_account}
+    with pytest.raises(gexc.InvalidArgument) as caught:
+        iam_client.create_service_account(request=request)
+    assert [f for f, _ in _bad_request(caught.value)] == [field]
+    assert field.rsplit(".", 1)[1] in caught.value.message
+    with pytest.raises(gexc.NotFound):  # nothing was created
+        iam_client.get_service_account(name=f"projects/{PROJECT}/serviceAccounts/wordy-account@{PROJECT}.iam.gserviceaccount.com")
+
+
+def test_service_account_text_at_the_limits_is_accepted(iam_client: iam_admin_v1.IAMClient) -> None:
+    created = iam_client.create_service_account(
+        request={"name": f"projects/{PROJECT}", "account_id": "wordy-account",
+                 "service_account": {"display_name": "d" * 100, "description": "d" * 256}}
+    )  # fmt: skip
+    assert (len(created.display_name), len(created.description)) == (100, 256)

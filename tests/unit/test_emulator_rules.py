@@ -31,6 +31,43 @@ def test_account_id(account_id: str, ok: bool) -> None:
 
 
 @pytest.mark.parametrize(
+    ("display_name", "description", "fields"),
+    [
+        ("", "", []), ("d" * 100, "d" * 256, []), ("é" * 50, "é" * 128, []),
+        ("d" * 101, "", ["service_account.display_name"]), ("é" * 51, "", ["service_account.display_name"]),
+        ("", "d" * 257, ["service_account.description"]),
+        ("d" * 101, "d" * 257, ["service_account.display_name", "service_account.description"]),
+    ],
+)  # fmt: skip
+def test_account_text(display_name: str, description: str, fields: list[str]) -> None:
+    assert [v.field for v in rules.check_account_text(display_name, description)] == fields
+
+
+KNOWN = {"tgi-x@proj.iam.gserviceaccount.com"}
+
+
+@pytest.mark.parametrize(
+    ("member", "reason"),
+    [
+        ("serviceAccount:tgi-x@proj.iam.gserviceaccount.com", None),
+        ("serviceAccount:TGI-X@proj.iam.gserviceaccount.com", None),  # IAM compares emails case-insensitively
+        ("serviceAccount:tgi-y@proj.iam.gserviceaccount.com", "Service account tgi-y@proj.iam.gserviceaccount.com does not exist."),
+        ("serviceAccount:tgi-x@other.iam.gserviceaccount.com", "Service account tgi-x@other.iam.gserviceaccount.com does not exist."),
+        ("serviceAccount:123456789012-compute@developer.gserviceaccount.com", None),
+        ("serviceAccount:proj@appspot.gserviceaccount.com", None),
+        ("serviceAccount:service-123456789012@gcp-sa-aiplatform.iam.gserviceaccount.com", None),
+        ("serviceAccount:agent@gcp-sa-firebase.iam.gserviceaccount.com", None),
+        ("serviceAccount:service-123456789012@compute-system.iam.gserviceaccount.com", None),
+        ("serviceAccount:app@example.com", None),  # not an IAM service-account email: not ours to check
+        ("user:tgi-y@proj.iam.gserviceaccount.com", None), ("group:ml@example.com", None), ("allUsers", None),
+        ("deleted:serviceAccount:tgi-y@proj.iam.gserviceaccount.com?uid=1", None),
+    ],
+)  # fmt: skip
+def test_missing_account(member: str, reason: str | None) -> None:
+    assert rules.missing_account(member, KNOWN) == reason
+
+
+@pytest.mark.parametrize(
     ("member", "ok"),
     [
         ("allUsers", True), ("allAuthenticatedUsers", True), ("user:a@example.com", True),

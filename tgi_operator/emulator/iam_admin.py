@@ -16,7 +16,7 @@ from google.cloud import iam_admin_v1
 from google.protobuf import empty_pb2
 
 from tgi_operator.emulator.errors import ApiError, invalid
-from tgi_operator.emulator.rules import Violation, check_account_id
+from tgi_operator.emulator.rules import Violation, check_account_id, check_account_text
 from tgi_operator.emulator.state import State
 
 _PROJECT = re.compile(r"^projects/(?P<project>[^/]+)$")
@@ -48,9 +48,10 @@ class ServiceAccounts:
         m = _PROJECT.match(request.name)
         if m is None:
             raise invalid("CreateServiceAccountRequest", [Violation("name", "must be projects/{project}.")])
-        violations = check_account_id(request.account_id)
+        given = request.service_account
+        violations = check_account_id(request.account_id) + check_account_text(given.display_name, given.description)
         if violations:
-            raise ApiError(grpc.StatusCode.INVALID_ARGUMENT, violations[0].description, violations)
+            raise ApiError(grpc.StatusCode.INVALID_ARGUMENT, "; ".join(v.description for v in violations), violations)
         project = m["project"]
         email = f"{request.account_id}@{project}.iam.gserviceaccount.com"
         if email in self._state.service_accounts:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Container
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -29,6 +30,8 @@ MAX_PROBE_SECONDS = 240  # startup probe period/timeout/initial delay ceiling
 MAX_STARTUP_WINDOW_SECONDS = 600  # failure_threshold x period_seconds
 MAX_STARTUP_WINDOW_GPU_SECONDS = 1800  # the same, for a container with a GPU
 DEFAULT_MAX_INSTANCES = 100  # what Cloud Run assumes when max_instance_count is unset
+MAX_ACCOUNT_DISPLAY_NAME = 100  # IAM Admin: ServiceAccount.display_name, UTF-8 bytes
+MAX_ACCOUNT_DESCRIPTION = 256  # IAM Admin: ServiceAccount.description, UTF-8 bytes
 
 SERVICE_ID_RULE = (
     "only lowercase, digits, and hyphens; must begin with letter, and cannot end with hyphen; "
@@ -80,6 +83,22 @@ def check_account_id(account_id: str) -> list[Violation]:
             "and contain only lowercase letters, digits and hyphens, ending with a letter or digit.",
         )
     ]
+
+
+def check_account_text(display_name: str, description: str) -> list[Violation]:
+    """IAM's length limits on a new account's free text, counted in UTF-8 bytes as the API reference states
+    (the same as characters for ASCII)."""
+    found = []
+    for field_name, value, limit in (
+        ("display_name", display_name, MAX_ACCOUNT_DISPLAY_NAME),
+        ("description", description, MAX_ACCOUNT_DESCRIPTION),
+    ):
+        size = len(value.encode())
+        if size > limit:
+            found.append(
+                Violation(f"service_account.{field_name}", f"Service account {field_name} must be at most {limit} bytes, got {size}.")
+            )
+    return found
 
 
 def parse_cpu(value: str) -> Decimal | None:
@@ -346,6 +365,30 @@ def check_member(member: str) -> str | None:
     if kind == "domain":
         return None if "." in value and "@" not in value else f"Invalid domain in member {member!r}."
     return None if _EMAIL.match(value) else f"Invalid email address in member {member!r}."
+
+
+# Service agents and default accounts Google creates and owns: never checked against the emulator's accounts.
+_GOOGLE_MANAGED_SA = re.compile(r"^(service-\d+@.*|.+@gcp-sa-[^.@]+\.iam\.gserviceaccount\.com)$")
+_USER_MANAGED_SA = re.compile(r"^[^@]+@[^@.]+\.iam\.gserviceaccount\.com$")
+
+
+def user_managed_account(member: str) -> str | None:
+    """The email a `serviceAccount:ID@PROJECT.iam.gserviceaccount.com` member names (lowercased, as IAM compares
+    emails), or None for any other member, Google-managed accounts included (`...@developer.gserviceaccount.com`,
+    `...@appspot.gserviceaccount.com`, `...@gcp-sa-*.iam.gserviceaccount.com`, `service-NUMBER@...`)."""
+    kind, _, email = member.partition(":")
+    email = email.lower()
+    if kind != "serviceAccount" or not _USER_MANAGED_SA.match(email) or _GOOGLE_MANAGED_SA.match(email):
+        return None
+    return email
+
+
+def missing_account(member: str, known: Container[str]) -> str | None:
+    """IAM's answer when a policy binds a user-managed service account that does not exist, else None."""
+    email = user_managed_account(member)
+    if email is None or email in known:
+        return None
+    return f"Service account {email} does not exist."
 
 
 # Roles that carry run.routes.invoke, the permission the URL checks.

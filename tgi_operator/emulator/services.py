@@ -272,12 +272,19 @@ class CloudRunServices:
         current = self._state.policies[request.resource]
         if request.policy.etag and request.policy.etag != current.etag:
             raise ApiError(grpc.StatusCode.ABORTED, ETAG_MISMATCH)
+        # Like IAM, a user-managed service account must exist when it is bound; members the policy already holds
+        # are not checked again (a deleted account's bindings were rewritten to deleted:serviceAccount:...).
+        held = {m.lower() for b in current.bindings for m in b.members}
+        accounts = self._state.service_accounts
         violations = []
         for i, binding in enumerate(request.policy.bindings):
             if reason := rules.check_role(binding.role):
                 violations.append(Violation(f"policy.bindings[{i}].role", reason))
             for j, member in enumerate(binding.members):
-                if reason := rules.check_member(member):
+                reason = rules.check_member(member)
+                if reason is None and member.lower() not in held:
+                    reason = rules.missing_account(member, accounts)
+                if reason:
                     violations.append(Violation(f"policy.bindings[{i}].members[{j}]", reason))
         if violations:
             raise ApiError(
