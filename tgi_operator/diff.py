@@ -125,6 +125,15 @@ def merge_for_update(desired: run_v2.Service, observed: run_v2.Service) -> run_v
     return update
 
 
+def with_annotation(observed: run_v2.Service, key: str, value: str) -> run_v2.Service:
+    """The observed service with one service-level annotation changed: a metadata-only update (no new revision)."""
+    update = copy(observed)
+    _drop_reserved(update.labels)
+    _drop_reserved(update.annotations)
+    update.annotations[key] = value
+    return update
+
+
 def without_owner(observed: run_v2.Service) -> run_v2.Service:
     """The service as Retain leaves it: the same, minus the service-level labels and annotations that claimed it.
     The revision template is left as it is: changing it would roll out a new revision (a GPU cold start)."""

@@ -23,7 +23,7 @@ from tgi_operator.errors import PermanentCloudError, TransientCloudError
 from tgi_operator.iam import ServiceAccounts, iam_client
 from tgi_operator.models import TGIServiceStatus
 from tgi_operator.probe import ModelProbe
-from tgi_operator.reconcile import Adapters, Event, ObjectRef, Outcome, finalize, reconcile
+from tgi_operator.reconcile import ABANDON_ANNOTATION, Adapters, Event, ObjectRef, Outcome, finalize, reconcile
 from tgi_operator.settings import Settings
 
 RESOURCE = (API_GROUP, API_VERSION, PLURAL)
@@ -46,7 +46,6 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=API_GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=API_GROUP)
     settings.posting.level = logging.WARNING  # we post our own Normal events; kopf adds its warnings
-    settings.execution.max_workers = 4
     logging.getLogger("kopf.objects").addFilter(QuietPollTicks())
     memo.config = CONFIG
     memo.adapters = Adapters(
@@ -71,7 +70,7 @@ def _now() -> str:
 def _ref(body: kopf.Body) -> ObjectRef:
     return ObjectRef(
         namespace=body.metadata.namespace, name=body.metadata.name, generation=body.metadata.get("generation", 0),
-        spec=body.get("spec", {}), status=body.get("status", {}),
+        spec=body.get("spec", {}), status=body.get("status", {}), annotations=body.metadata.annotations,
     )
 
 
@@ -86,17 +85,33 @@ def _post(body: kopf.Body, events: list[Event]) -> None:
         kopf.event(body, type=event.type, reason=event.reason, message=event.message)
 
 
-def _status_patch(current: dict[str, Any], outcome: Outcome) -> dict[str, Any] | None:
-    """The merge patch for .status, or None when nothing we own changed (steady state writes nothing)."""
-    new = outcome.status.to_k8s()
-    old = TGIServiceStatus.model_validate(current).to_k8s()
-    if new == old:
-        return None
-    return {**{key: None for key in old if key not in new}, **new}
+def merge_patch(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """The JSON merge patch (RFC 7386) that turns `old` into `new`: removed keys become None, at any depth."""
+    patch: dict[str, Any] = {key: None for key in old if key not in new}
+    for key, value in new.items():
+        if isinstance(value, dict) and isinstance(old.get(key), dict):
+            nested = merge_patch(old[key], value)
+            if nested:
+                patch[key] = nested
+        elif old.get(key) != value:
+            patch[key] = value
+    return patch
+
+
+def _status_patch(current: dict[str, Any], status: TGIServiceStatus) -> dict[str, Any]:
+    """The merge patch for .status; empty when nothing we own changed (the steady state writes nothing)."""
+    return merge_patch(TGIServiceStatus.model_validate(current).to_k8s(), status.to_k8s())
+
+
+def _backoff(attempt: int, ceiling: float) -> float:
+    return min(CONFIG.poll_initial_seconds * 2 ** min(attempt, 16), ceiling)
 
 
 def _count(outcome: Outcome) -> None:
     a = outcome.assessment
+    if a is None:
+        metrics.RECONCILES.labels("transient_error").inc()
+        return
     metrics.RECONCILES.labels("ready" if a.ready else "stalled" if a.stalled else "progressing").inc()
     for event in outcome.events:
         if event.reason in ("Creating", "Updating", "Redeploying"):
@@ -108,57 +123,60 @@ def _count(outcome: Outcome) -> None:
 def _schedule(memo: kopf.Memo, outcome: Outcome) -> None:
     """When this object's timer should run its next pass."""
     a, cfg = outcome.assessment, memo.config
-    if a.ready or (a.stalled and a.reason != "RevisionFailed"):
+    if outcome.again:
+        delay = 0.0
+    elif a is None:  # a transient cloud error: back off
+        memo.attempt = memo.get("attempt", 0) + 1
+        delay = outcome.transient.retry_after or _backoff(memo.attempt, cfg.poll_max_seconds)
+    elif a.ready or (a.stalled and a.reason != "RevisionFailed"):
         memo.attempt, delay = 0, cfg.resync_seconds
     else:  # deploying, waiting for the model, or a failed revision to redeploy: back off, then check again
         memo.attempt = memo.get("attempt", 0) + 1
-        ceiling = cfg.resync_seconds if a.stalled else cfg.poll_max_seconds
-        delay = min(cfg.poll_initial_seconds * 2 ** (memo.attempt - 1), ceiling)
-    memo.redeploy_failed = a.stalled and a.reason == "RevisionFailed"
+        delay = _backoff(memo.attempt - 1, cfg.resync_seconds if a.stalled else cfg.poll_max_seconds)
+    if a is not None:
+        memo.redeploy_failed = a.stalled and a.reason == "RevisionFailed"
     memo.next_check = time.monotonic() + delay
 
 
-async def _pass(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, *, redeploy_failed: bool) -> None:
+async def _pass(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, *, redeploy_failed: bool, when_due: bool) -> Outcome | None:
+    """One reconcile pass under the object's lock; its status goes into kopf's patch, its events out."""
     async with _lock(memo):
-        # A pass that waited for the lock while the object was being finalized must not create it again.
+        # A pass that waited for the lock while the object was being finalized must not create it again, and a
+        # timer tick queued behind an event-driven pass must not repeat it.
         if memo.get("deleting") or body.metadata.get("deletionTimestamp"):
-            return
+            return None
+        if when_due and time.monotonic() < memo.get("next_check", 0.0):
+            return None
         with metrics.RECONCILE_SECONDS.time():
-            try:
-                outcome = await reconcile(_ref(body), memo.adapters, memo.config, now=_now(), redeploy_failed=redeploy_failed)
-            except TransientCloudError:
-                metrics.RECONCILES.labels("transient_error").inc()
-                raise
+            outcome = await reconcile(_ref(body), memo.adapters, memo.config, now=_now(), redeploy_failed=redeploy_failed)
+        _schedule(memo, outcome)
     _count(outcome)
-    status_patch = _status_patch(dict(body.get("status", {})), outcome)
+    status_patch = _status_patch(dict(body.get("status", {})), outcome.status)
     if status_patch:
         patch.status.update(status_patch)
     _post(body, outcome.events)
-    _schedule(memo, outcome)
+    return outcome
 
 
 @kopf.on.resume(*RESOURCE)
 @kopf.on.create(*RESOURCE)
 @kopf.on.update(*RESOURCE, field="spec")
-async def apply(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
-    try:
-        await _pass(body, patch, memo, redeploy_failed=True)
-    except TransientCloudError as exc:
-        memo.next_check = time.monotonic() + CONFIG.poll_max_seconds
-        raise kopf.TemporaryError(f"Cloud Run is unavailable, retrying: {exc}", delay=exc.retry_after or CONFIG.poll_initial_seconds * 2) from exc
+async def apply(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, retry: int, **_: Any) -> None:
+    outcome = await _pass(body, patch, memo, redeploy_failed=True, when_due=False)
+    if outcome and outcome.transient:
+        exc = outcome.transient
+        raise kopf.TemporaryError(f"Cloud Run is unavailable, retrying: {exc}",
+                                  delay=exc.retry_after or _backoff(retry + 1, CONFIG.poll_max_seconds))
 
 
 @kopf.timer(*RESOURCE, interval=min(CONFIG.poll_initial_seconds, 1.0), initial_delay=1.0)
 async def poll(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
     if time.monotonic() < memo.get("next_check", 0.0):
-        return
-    try:
-        await _pass(body, patch, memo, redeploy_failed=memo.get("redeploy_failed", False))
-    except TransientCloudError as exc:
-        memo.attempt = memo.get("attempt", 0) + 1
-        delay = exc.retry_after or min(CONFIG.poll_initial_seconds * 2 ** memo.attempt, CONFIG.poll_max_seconds)
-        memo.next_check = time.monotonic() + delay
-        logger.warning("Cloud Run is unavailable (%s); next check in %.0fs", exc, delay)
+        return  # cheap early exit; _pass checks again under the lock
+    outcome = await _pass(body, patch, memo, redeploy_failed=memo.get("redeploy_failed", False), when_due=True)
+    if outcome and outcome.transient:
+        logger.warning("Cloud Run is unavailable (%s); next check in %.0fs",
+                       outcome.transient, memo.next_check - time.monotonic())
 
 
 @kopf.on.delete(*RESOURCE)
@@ -170,10 +188,11 @@ async def delete(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -> None
         async with _lock(memo):
             events = await finalize(_ref(body), memo.adapters, memo.config)
     except TransientCloudError as exc:
-        raise kopf.TemporaryError(f"Cloud Run is unavailable; the finalizer stays: {exc}",
-                                  delay=exc.retry_after or min(CONFIG.poll_initial_seconds * 2 ** retry, CONFIG.poll_max_seconds)) from exc
+        raise kopf.TemporaryError(f"the finalizer stays, retrying: {exc}",
+                                  delay=exc.retry_after or _backoff(retry, CONFIG.poll_max_seconds)) from exc
     except PermanentCloudError as exc:
-        _post(body, [Event("Warning", exc.reason, f"cannot clean up: {exc.message}")])
+        _post(body, [Event("Warning", exc.reason, f"cannot clean up: {exc.message} (annotate "
+                           f"{ABANDON_ANNOTATION}=Abandon to let go without cleaning up)")])
         raise kopf.TemporaryError(f"cannot clean up ({exc}); the finalizer stays until this is fixed",
                                   delay=CONFIG.resync_seconds) from exc
     _post(body, events)

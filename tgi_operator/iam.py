@@ -18,10 +18,6 @@ def iam_client(endpoint: str | None) -> iam_admin_v1.IAMAsyncClient:
     return iam_admin_v1.IAMAsyncClient(transport=transport)
 
 
-def service_account_email(project: str, account_id: str) -> str:
-    return f"{account_id}@{project}.iam.gserviceaccount.com"
-
-
 class ServiceAccounts:
     def __init__(self, client: iam_admin_v1.IAMAsyncClient, timeout: float = 30.0) -> None:
         self._client = client

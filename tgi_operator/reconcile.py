@@ -17,11 +17,11 @@ from pydantic import ValidationError
 
 from tgi_operator import conditions as cond
 from tgi_operator.cloudrun import CloudRunServices
-from tgi_operator.diff import diff, merge_for_update, without_owner
+from tgi_operator.diff import diff, merge_for_update, with_annotation, without_owner
 from tgi_operator.conditions import short_revision
 from tgi_operator.errors import PermanentCloudError, TransientCloudError
 from tgi_operator.iam import ServiceAccounts
-from tgi_operator.invokers import parse_members, updated_policy
+from tgi_operator.invokers import granted, invoker_members_of, parse_members, revoked
 from tgi_operator.models import Condition, ModelStatus, TGIServiceSpec, TGIServiceStatus, describe_errors, parse_spec
 from tgi_operator.naming import invoker_account_id, is_owned_by
 from tgi_operator.probe import ModelProbe, ProbeResult
@@ -62,13 +62,16 @@ class ObjectRef:
     generation: int
     spec: Mapping[str, Any]
     status: Mapping[str, Any]
+    annotations: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass
 class Outcome:
     status: TGIServiceStatus
-    assessment: cond.Assessment
+    assessment: cond.Assessment | None  # None: a transient error cut the pass short (see `transient`)
     events: list[Event] = field(default_factory=list)
+    transient: TransientCloudError | None = None  # retry later; `status` still carries what must be recorded
+    again: bool = False  # run the next pass right away (the target was just recorded)
 
 
 class Stall(Exception):
@@ -142,29 +145,34 @@ async def reconcile(
     obj: ObjectRef, adapters: Adapters, settings: Settings, *, now: str, redeploy_failed: bool = False
 ) -> Outcome:
     """One pass. `redeploy_failed`: a failed revision of an unchanged spec is deployed again (the handler
-    decides when, with backoff), so that e.g. raised GPU quota is picked up without a touch."""
+    decides when, with backoff), so that e.g. raised GPU quota is picked up without a touch.
+    Transient cloud errors do not raise: they come back in `Outcome.transient`, with the status to record."""
     previous = TGIServiceStatus.model_validate(dict(obj.status or {}))
     status = previous.model_copy(deep=True)
     status.observed_generation = obj.generation
     events: list[Event] = []
-    wrote, service, probe, suspended, problem = False, None, None, False, None
+    wrote, service, probe, suspended, problem, refused_public = False, None, None, False, None, False
     try:
         spec = checked_spec(obj)
         suspended = spec.suspend
         where = resolve_target(obj, spec, settings)
         check_same_target(previous.service_name, where)
-        status.service_name = where.name
         check_policy(spec, where, settings)
         if public_refused(spec, settings):  # deploy it private (and revoke allUsers if it was public before)
             spec = spec.model_copy(update={"access": spec.access.model_copy(update={"public": False})})
-            problem = PUBLIC_REFUSED
+            refused_public = True
         desired = render_service(obj.namespace, obj.name, spec, where, settings.cluster_name)
         observed = await _observe(obj, where, adapters.services, settings)
+        if observed is None and previous.service_name != where.name:
+            # Write the intent down before acting: whatever happens next, deletion knows what to clean up.
+            status.service_name = where.name
+            return Outcome(status, cond.assess(None), events, again=True)
+        status.service_name = where.name
         if observed is None:
             await _create(where, desired, adapters.services)
             wrote, events = True, [Event("Normal", "Creating", f"creating Cloud Run service {where.name}")]
-        # IAM before the service update: the invokers annotation is only advanced once IAM has taken the change,
-        # so a failed revocation is retried from the old record on the next pass.
+        else:
+            observed = await _record_invokers(observed, desired, adapters.services)
         status.invoker_service_account = await _apply_invokers(obj, spec, where, observed, previous, adapters)
         if observed is not None:
             wrote, events = await _update(observed, desired, adapters.services, settings, redeploy_failed)
@@ -175,9 +183,14 @@ async def reconcile(
         problem = stall.problem
     except PermanentCloudError as exc:
         problem = cond.Problem(exc.reason, f"Cloud Run: {exc.message}")
+    except TransientCloudError as exc:
+        kept = previous.model_copy(update={"service_name": status.service_name})  # only what must not be lost
+        return Outcome(kept, None, events, transient=exc)
 
     assessment = cond.assess(service, problem=problem, wrote=wrote, suspended=suspended, probe=probe,
                              probe_required=settings.model_probe)
+    if refused_public and assessment.ready:  # serving, privately: say why it is not what was asked for
+        assessment = cond.assess(service, problem=PUBLIC_REFUSED)
     if service is not None:
         status.url = service.uri or None
         status.latest_ready_revision = short_revision(service.latest_ready_revision) or None
@@ -195,6 +208,19 @@ async def _observe(obj: ObjectRef, where: Target, services: CloudRunServices, se
                     f"of cluster {settings.cluster_name!r} (its owner labels are missing or name another object); "
                     "it is left untouched")
     return observed
+
+
+async def _record_invokers(
+    observed: run_v2.Service, desired: run_v2.Service, services: CloudRunServices
+) -> run_v2.Service:
+    """Grow the record of granted members *before* granting them (a metadata-only update, no new revision), so a
+    grant is always revocable later, whatever fails in between. It shrinks with the service update, after IAM."""
+    recorded = parse_members(observed.annotations.get(INVOKERS_ANNOTATION))
+    wanted = parse_members(desired.annotations.get(INVOKERS_ANNOTATION))
+    if wanted <= recorded:
+        return observed
+    await services.update(with_annotation(observed, INVOKERS_ANNOTATION, ",".join(sorted(recorded | wanted))))
+    return await services.get(observed.name) or observed
 
 
 async def _create(where: Target, desired: run_v2.Service, services: CloudRunServices) -> None:
@@ -232,37 +258,48 @@ async def _apply_invokers(
     obj: ObjectRef, spec: TGIServiceSpec, where: Target, observed: run_v2.Service | None,
     previous_status: TGIServiceStatus, adapters: Adapters,
 ) -> str | None:
-    """Grant this object's invoker members and revoke the ones it dropped; create or delete its invoker service
+    """Revoke the members this object dropped, then grant the ones it wants; create or delete its invoker service
     account. Returns the invoker account's email while the spec asks for one."""
-    granted = parse_members(observed.annotations.get(INVOKERS_ANNOTATION) if observed else None)
+    recorded = parse_members(observed.annotations.get(INVOKERS_ANNOTATION) if observed else None)
     desired = set(invoker_members(obj.namespace, obj.name, spec, where.project))
     sa_email = invoker_service_account(obj.namespace, obj.name, where.project)
     sa_member = f"serviceAccount:{sa_email}"
-    created = False
     if sa_member in desired:
-        created = await _ensure_invoker_account(obj, where, sa_email, adapters.accounts)
+        await _ensure_invoker_account(obj, where, sa_email, adapters.accounts)
     policy = await adapters.services.get_iam_policy(where.name)
-    new = updated_policy(policy, granted, desired)
-    if new is not None:
+    without_dropped = revoked(policy, recorded, desired)
+    if without_dropped is not None:
+        policy = await adapters.services.set_iam_policy(where.name, without_dropped)
+    with_wanted = granted(policy, desired)
+    if with_wanted is not None:
         try:
-            await adapters.services.set_iam_policy(where.name, new)
+            await adapters.services.set_iam_policy(where.name, with_wanted)
         except PermanentCloudError as exc:
-            if created and exc.code == "INVALID_ARGUMENT":  # IAM is eventually consistent about new accounts
-                raise TransientCloudError(exc.code, f"the new invoker account is not visible to IAM yet: {exc.message}",
-                                          retry_after=5.0) from exc
+            if sa_member in desired and sa_member not in invoker_members_of(policy) and sa_email in exc.message:
+                # IAM is eventually consistent: a new account may be refused for a minute or so.
+                raise TransientCloudError(exc.code, f"the invoker account is not visible to IAM yet: {exc.message}",
+                                          retry_after=10.0) from exc
             raise
-    if sa_member not in desired and (sa_member in granted or previous_status.invoker_service_account):
+    if sa_member not in desired and (sa_member in recorded or previous_status.invoker_service_account):
         await _delete_invoker_account(obj, where.project, sa_email, adapters.accounts)
     return sa_email if sa_member in desired else None
 
 
 async def _ensure_invoker_account(obj: ObjectRef, where: Target, email: str, accounts: ServiceAccounts) -> bool:
-    """Get-or-create (a read per pass, a write only when missing); True when this pass created it."""
+    """Get-or-create (a read per pass, a write only when missing); True when this pass created it. An account
+    with this id that lacks our description was made by someone else: never used, never deleted."""
     description = invoker_account_description(obj.namespace, obj.name)
     found = await accounts.get(where.project, email)
     if found is None:
-        await accounts.create(where.project, invoker_account_id(obj.namespace, obj.name),
-                              invoker_account_display_name(obj.namespace, obj.name), description)
+        try:
+            await accounts.create(where.project, invoker_account_id(obj.namespace, obj.name),
+                                  invoker_account_display_name(obj.namespace, obj.name), description)
+        except PermanentCloudError as exc:
+            if exc.code != "ALREADY_EXISTS":
+                raise
+            # The read lagged, or an earlier create's reply was lost: look again next pass.
+            raise TransientCloudError(exc.code, f"{email} appeared while being created; looking again",
+                                      retry_after=2.0) from exc
         return True
     if found.description != description:
         raise Stall("InvokerAccountTaken", f"service account {email} exists but was not created for this "
@@ -321,28 +358,43 @@ def _transition_events(previous: list[Condition], now: cond.Assessment) -> list[
 # -- deletion -----------------------------------------------------------------------------------------
 
 
+ABANDON_ANNOTATION = "tgi-operator.dev/deletion-policy"  # "Abandon": let go without touching the cloud
+
+
 async def finalize(obj: ObjectRef, adapters: Adapters, settings: Settings) -> list[Event]:
-    """Delete: remove the service and the invoker account this object created. Retain: release the service.
-    Raises transient errors (the finalizer stays and kopf retries)."""
+    """Delete: remove the service and the invoker account this object created, and wait until the service is gone.
+    Retain: release the service. Raises transient errors (the finalizer stays and kopf retries)."""
+    if obj.annotations.get(ABANDON_ANNOTATION) == "Abandon":
+        return [Event("Warning", "Abandoned", f"{ABANDON_ANNOTATION}: Abandon; nothing in Google Cloud was touched")]
     where, retain = _deletion_target(obj, settings)
     if where is None:
         return [Event("Normal", "Deleted", "no Cloud Run service was ever made for this object: nothing to remove")]
-    observed = await adapters.services.get(where.name)
+    try:
+        observed = await adapters.services.get(where.name)
+    except PermanentCloudError as exc:
+        if obj.status.get("url") or exc.code not in ("PERMISSION_DENIED", "NOT_FOUND"):
+            raise
+        # Never served, and its project cannot be read (a typo, or not allowed): nothing of ours can be there.
+        return [Event("Warning", "Deleted", f"{where.name} cannot be read ({exc.code}) and never served: released")]
     if observed is not None and not is_owned_by(dict(observed.labels), obj.namespace, obj.name, settings.cluster_name):
         return [Event("Normal", "Deleted", f"{where.name} is not managed by this object: left untouched")]
     if retain:
         if observed is not None:
             await adapters.services.update(without_owner(observed))
         return [Event("Normal", "Retained", f"released Cloud Run service {where.name}; it keeps running and serving")]
+    sa_email = invoker_service_account(obj.namespace, obj.name, where.project)
+    recorded = parse_members(observed.annotations.get(INVOKERS_ANNOTATION) if observed else None)
+    if f"serviceAccount:{sa_email}" in recorded or obj.status.get("invokerServiceAccount"):
+        await _delete_invoker_account(obj, where.project, sa_email, adapters.accounts)
     if observed is not None:
         await adapters.services.delete(where.name)
-    await _delete_invoker_account(obj, where.project, invoker_service_account(obj.namespace, obj.name, where.project),
-                                  adapters.accounts)
+        if await adapters.services.get(where.name) is not None:  # the delete is a long-running operation
+            raise TransientCloudError("DELETING", f"{where.name} is being deleted", retry_after=5.0)
     return [Event("Normal", "Deleted", f"deleted Cloud Run service {where.name}")]
 
 
 def _deletion_target(obj: ObjectRef, settings: Settings) -> tuple[Target | None, bool]:
-    """What to clean up: the service recorded in status (what was really made), else what the spec names.
+    """What to clean up: the service recorded in status (recorded before it is created), else what the spec names.
     Works for a spec that no longer validates (stricter CRD, unset default project): nothing may be orphaned."""
     retain = obj.spec.get("deletionPolicy") == "Retain"
     managed = obj.status.get("serviceName")

@@ -22,6 +22,9 @@ PUBLIC_MEMBER = "allUsers"
 # The invoker members this object granted, kept on the service itself so that a member dropped from the
 # spec is revoked even after an operator restart, and members granted by others are never touched.
 INVOKERS_ANNOTATION = "tgi-operator.dev/invokers"
+# The runtime identity the spec asks for ("" = Cloud Run's default), so that removing spec.serviceAccount is a
+# difference (Cloud Run fills the default in, which cannot be told from a deliberate choice).
+IDENTITY_ANNOTATION = "tgi-operator.dev/runtime-identity"
 
 # Downloading and loading weights takes minutes on a cold instance: TGI answers /health only once the model
 # is in GPU memory. 10 s x 180 = 30 minutes, the longest start-up window Cloud Run allows a GPU instance.
@@ -162,7 +165,10 @@ def render_service(
     service = run_v2.Service(
         description=f"Hugging Face TGI serving {spec.model.id} for TGIService {namespace}/{name}",
         labels=owner_labels(namespace, name, cluster),
-        annotations=_invokers_annotation(invoker_members(namespace, name, spec, where.project)),
+        annotations={
+            **_invokers_annotation(invoker_members(namespace, name, spec, where.project)),
+            IDENTITY_ANNOTATION: spec.service_account or "default",
+        },
         ingress=run_v2.IngressTraffic.INGRESS_TRAFFIC_ALL,
         invoker_iam_disabled=False,  # every request is checked against run.invoker
         template=template,

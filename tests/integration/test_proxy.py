@@ -22,7 +22,10 @@ import openai
 import pytest
 import requests
 from operator_fixtures import *  # noqa: F403
-from operator_fixtures import SAMPLES, Stack, condition, wait_for
+from google.cloud import run_v2
+from operator_fixtures import PROJECT, SAMPLES, Stack, condition, wait_for
+
+from tgi_operator.naming import service_id
 
 pytestmark = pytest.mark.integration
 SEED = SAMPLES / "llama-3-1-8b-awq.yaml"
@@ -207,10 +210,14 @@ def test_no_proxy_for_an_object_that_is_missing_or_has_no_url_yet(operator_stack
     assert missing.returncode == 1
     assert f"error: TGIService {namespace}/no-such-service not found" in missing.stderr
 
-    # The operator in this stack does not allow public services: the object stalls and never gets a URL.
-    stack.apply(namespace, SAMPLES / "public-demo.yaml")
-    wait_for(lambda: condition(stack.tgis(namespace, "smollm2-demo"), "Stalled").get("status") == "True",
-             timeout=40, what="smollm2-demo Stalled")
-    stalled = run_proxy(stack, "smollm2-demo", "-n", namespace, "--port", "0")
+    # A service of the same id that is not ours: the object stalls as NotOwned and never gets a URL.
+    parent = f"projects/{PROJECT}/locations/us-central1"
+    foreign = run_v2.Service(template=run_v2.RevisionTemplate(containers=[run_v2.Container(image="us-docker.pkg.dev/cloudrun/container/hello")]))
+    stack.run.create_service(parent=parent, service_id=service_id(namespace, "taken"), service=foreign).result(timeout=30)
+    stack.apply(namespace, "apiVersion: tgi-operator.dev/v1alpha1\nkind: TGIService\nmetadata:\n  name: taken\n"
+                           "spec:\n  region: us-central1\n  model:\n    id: org/model\n")
+    wait_for(lambda: condition(stack.tgis(namespace, "taken"), "Stalled").get("reason") == "NotOwned",
+             timeout=40, what="taken Stalled NotOwned")
+    stalled = run_proxy(stack, "taken", "-n", namespace, "--port", "0")
     assert stalled.returncode == 1
-    assert f"error: TGIService {namespace}/smollm2-demo is not Ready yet: spec.access.public" in stalled.stderr
+    assert f"error: TGIService {namespace}/taken is not Ready yet: Cloud Run service" in stalled.stderr

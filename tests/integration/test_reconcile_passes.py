@@ -10,10 +10,10 @@ from emulator_fixtures import *  # noqa: F403
 from emulator_fixtures import PROJECT, AdminApi
 
 from tgi_operator.cloudrun import CloudRunServices, services_client
-from tgi_operator.errors import TransientCloudError
+from tgi_operator.errors import PermanentCloudError, TransientCloudError
 from tgi_operator.iam import ServiceAccounts, iam_client
 from tgi_operator.probe import ModelProbe
-from tgi_operator.reconcile import Adapters, ObjectRef, finalize, reconcile
+from tgi_operator.reconcile import Adapters, ObjectRef, Outcome, finalize, reconcile
 from tgi_operator.settings import Settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
@@ -35,20 +35,30 @@ def ref(status: dict | None = None, generation: int = 1, spec: dict | None = Non
     return ObjectRef("team-a", "llama", generation, spec or SPEC, status or {})
 
 
+async def run(adapters: Adapters, status: dict, generation: int = 1, spec: dict | None = None,
+              settings: Settings = SETTINGS, **options) -> Outcome:
+    """One pass, after the pass that only writes the target down (the first one for a new object)."""
+    outcome = await reconcile(ref(status, generation, spec), adapters, settings, now=NOW, **options)
+    if outcome.again:
+        outcome = await reconcile(ref(outcome.status.to_k8s(), generation, spec), adapters, settings, now=NOW, **options)
+    return outcome
+
+
 async def settle(adapters: Adapters, status: dict, generation: int = 1, spec: dict | None = None) -> dict:
     """Run passes until Ready (the emulator settles in 0.2 s)."""
     for _ in range(50):
         outcome = await reconcile(ref(status, generation, spec), adapters, SETTINGS, now=NOW)
         status = outcome.status.to_k8s()
-        if outcome.assessment.ready or outcome.assessment.stalled:
+        if outcome.assessment and (outcome.assessment.ready or outcome.assessment.stalled):
             return status
-        await asyncio.sleep(0.1)
+        if not outcome.again:
+            await asyncio.sleep(0.1)
     raise AssertionError(f"not settled: {status}")
 
 
 async def test_a_permission_denied_create_stalls_with_the_clouds_words(adapters: Adapters, admin: AdminApi) -> None:
     admin.fault("CreateService", "PERMISSION_DENIED", count=1)
-    outcome = await reconcile(ref(), adapters, SETTINGS, now=NOW)
+    outcome = await run(adapters, {})
     assert outcome.assessment.stalled and outcome.assessment.reason == "PermissionDenied"
     assert outcome.assessment.message.startswith("Cloud Run: ")
     assert [(e.type, e.reason) for e in outcome.events] == [("Warning", "PermissionDenied")]
@@ -60,17 +70,17 @@ async def test_a_permission_denied_create_stalls_with_the_clouds_words(adapters:
 
 async def test_an_unreachable_cloud_is_transient(adapters: Adapters, admin: AdminApi) -> None:
     admin.fault("GetService", "UNAVAILABLE", count=1)
-    with pytest.raises(TransientCloudError) as error:
-        await reconcile(ref(), adapters, SETTINGS, now=NOW)
-    assert error.value.code == "UNAVAILABLE"
+    transient = (await run(adapters, {})).transient
+    assert isinstance(transient, TransientCloudError)
+    assert transient.code == "UNAVAILABLE"
 
 
 async def test_an_iam_etag_race_is_transient_and_then_converges(adapters: Adapters, admin: AdminApi) -> None:
     status = await settle(adapters, {})
     admin.fault("SetIamPolicy", "ABORTED", count=1)
     changed = {**SPEC, "access": {"invokers": ["group:ml@example.com", "user:ann@example.com"]}}
-    with pytest.raises(TransientCloudError):
-        await reconcile(ref(status, 2, changed), adapters, SETTINGS, now=NOW)
+    transient = (await reconcile(ref(status, 2, changed), adapters, SETTINGS, now=NOW)).transient
+    assert isinstance(transient, TransientCloudError)
     await settle(adapters, status, 2, changed)
     policy = await adapters.services.get_iam_policy(status["serviceName"])
     assert {m for b in policy.bindings for m in b.members} == {"group:ml@example.com", "user:ann@example.com"}
@@ -108,8 +118,8 @@ async def test_a_revocation_survives_an_iam_etag_race(adapters: Adapters, admin:
     two = {**SPEC, "access": {"invokers": ["group:ml@example.com", "user:ann@example.com"]}}
     status = await settle(adapters, {}, 1, two)
     admin.fault("SetIamPolicy", "ABORTED", count=1)
-    with pytest.raises(TransientCloudError):
-        await reconcile(ref(status, 2, SPEC), adapters, SETTINGS, now=NOW)
+    transient = (await reconcile(ref(status, 2, SPEC), adapters, SETTINGS, now=NOW)).transient
+    assert isinstance(transient, TransientCloudError)
     await settle(adapters, status, 2, SPEC)
     policy = await adapters.services.get_iam_policy(status["serviceName"])
     assert {m for b in policy.bindings for m in b.members} == {"group:ml@example.com"}  # ann lost access
@@ -120,15 +130,15 @@ async def test_the_invoker_account_is_made_after_a_failed_create_and_removed_aft
 ) -> None:
     with_sa = {**SPEC, "access": {"createInvokerServiceAccount": True}}
     admin.fault("CreateServiceAccount", "UNAVAILABLE", count=1)
-    with pytest.raises(TransientCloudError):
-        await reconcile(ref({}, 1, with_sa), adapters, SETTINGS, now=NOW)
+    transient = (await run(adapters, {}, 1, with_sa)).transient
+    assert isinstance(transient, TransientCloudError)
     status = await settle(adapters, {}, 1, with_sa)
     email = status["invokerServiceAccount"]
     assert await adapters.accounts.get(PROJECT, email) is not None
 
     admin.fault("DeleteServiceAccount", "UNAVAILABLE", count=1)
-    with pytest.raises(TransientCloudError):
-        await reconcile(ref(status, 2, SPEC), adapters, SETTINGS, now=NOW)
+    transient = (await reconcile(ref(status, 2, SPEC), adapters, SETTINGS, now=NOW)).transient
+    assert isinstance(transient, TransientCloudError)
     after = await settle(adapters, status, 2, SPEC)
     assert "invokerServiceAccount" not in after
     assert await adapters.accounts.get(PROJECT, email) is None
@@ -139,7 +149,7 @@ async def test_someone_elses_account_with_the_same_id_is_neither_used_nor_delete
 
     await adapters.accounts.create(PROJECT, invoker_account_id("team-a", "llama"), "squatter", "not yours")
     with_sa = {**SPEC, "access": {"createInvokerServiceAccount": True}}
-    outcome = await reconcile(ref({}, 1, with_sa), adapters, SETTINGS, now=NOW)
+    outcome = await run(adapters, {}, 1, with_sa)
     assert outcome.assessment.stalled and outcome.assessment.reason == "InvokerAccountTaken"
     await finalize(ref(outcome.status.to_k8s(), 1, with_sa), adapters, SETTINGS)
     email = f"{invoker_account_id('team-a', 'llama')}@{PROJECT}.iam.gserviceaccount.com"
@@ -157,12 +167,14 @@ async def test_deleting_an_object_whose_spec_no_longer_validates_still_removes_i
 async def test_a_refused_public_service_is_deployed_private_and_loses_all_users(adapters: Adapters) -> None:
     public = {**SPEC, "access": {"public": True}}
     allowed = Settings(default_project=PROJECT, model_probe=False, allow_public_services=True)
-    status = (await reconcile(ref({}, 1, public), adapters, allowed, now=NOW)).status.to_k8s()
+    status = (await run(adapters, {}, 1, public, allowed)).status.to_k8s()
     policy = await adapters.services.get_iam_policy(status["serviceName"])
     assert "allUsers" in {m for b in policy.bindings for m in b.members}
     # The platform team turns public services off: the service stays up, private, and the object says why.
-    outcome = await reconcile(ref(status, 1, public), adapters, SETTINGS, now=NOW)
-    assert outcome.assessment.stalled and outcome.assessment.reason == "PublicNotAllowed"
+    settled = await settle(adapters, status, 1, public)
+    stall = {c["type"]: c for c in settled["conditions"]}["Stalled"]
+    assert stall["status"] == "True" and stall["reason"] == "PublicNotAllowed"
+    assert settled["url"]  # serving, privately
     policy = await adapters.services.get_iam_policy(status["serviceName"])
     assert "allUsers" not in {m for b in policy.bindings for m in b.members}
 
@@ -182,3 +194,50 @@ async def test_redeploys_stop_after_the_limit(adapters: Adapters, admin: AdminAp
     second = await reconcile(ref(stalled, 2, changed), adapters, limited, now=NOW, redeploy_failed=True)
     assert second.assessment.reason == "RevisionFailed" and not second.events
     assert not admin.calls().get("google.cloud.run.v2.Services/UpdateService")
+
+
+async def test_the_target_is_written_down_before_anything_is_created(adapters: Adapters, admin: AdminApi) -> None:
+    admin.reset_calls()
+    first = await reconcile(ref(), adapters, SETTINGS, now=NOW)
+    assert first.again and first.status.service_name and not first.events
+    assert not admin.calls().get("google.cloud.run.v2.Services/CreateService")
+    # A transient error right after the create still hands the recorded target back for the status.
+    admin.fault("GetIamPolicy", "UNAVAILABLE", count=1)
+    second = await reconcile(ref(first.status.to_k8s()), adapters, SETTINGS, now=NOW)
+    assert second.transient and second.status.service_name == first.status.service_name
+    assert await adapters.services.get(first.status.service_name) is not None
+
+
+async def test_the_grant_record_grows_before_iam_so_a_later_removal_revokes(adapters: Adapters, admin: AdminApi) -> None:
+    status = await settle(adapters, {})
+    two = {**SPEC, "access": {"invokers": ["group:ml@example.com", "user:ann@example.com"]}}
+    admin.fault("SetIamPolicy", "UNAVAILABLE", count=1)
+    assert (await reconcile(ref(status, 2, two), adapters, SETTINGS, now=NOW)).transient
+    service = await adapters.services.get(status["serviceName"])
+    assert "user:ann@example.com" in service.annotations["tgi-operator.dev/invokers"]  # recorded before granting
+    granted_to_ann = await settle(adapters, status, 2, two)
+    await settle(adapters, granted_to_ann, 3, SPEC)
+    policy = await adapters.services.get_iam_policy(status["serviceName"])
+    assert {m for b in policy.bindings for m in b.members} == {"group:ml@example.com"}
+
+
+async def test_a_project_that_cannot_be_read_and_never_served_does_not_hold_the_finalizer(
+    adapters: Adapters, admin: AdminApi
+) -> None:
+    recorded = {"serviceName": "projects/typo-project/locations/us-central1/services/team-a-llama-f34417"}
+    admin.fault("GetService", "PERMISSION_DENIED", count=1)
+    events = await finalize(ref(recorded), adapters, SETTINGS)
+    assert [(e.type, e.reason) for e in events] == [("Warning", "Deleted")]
+    # But once it served, a refusal keeps the finalizer: the service may be running and billing.
+    admin.fault("GetService", "PERMISSION_DENIED", count=1)
+    with pytest.raises(PermanentCloudError):
+        await finalize(ref({**recorded, "url": "https://x.a.run.app"}), adapters, SETTINGS)
+
+
+async def test_abandon_lets_go_without_touching_the_cloud(adapters: Adapters, admin: AdminApi) -> None:
+    status = await settle(adapters, {})
+    admin.reset_calls()
+    abandoned = ObjectRef("team-a", "llama", 1, SPEC, status, {"tgi-operator.dev/deletion-policy": "Abandon"})
+    assert [e.reason for e in await finalize(abandoned, adapters, SETTINGS)] == ["Abandoned"]
+    assert admin.calls() == {}
+    assert await adapters.services.get(status["serviceName"]) is not None

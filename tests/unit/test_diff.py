@@ -307,6 +307,7 @@ def test_merge_for_update_sends_the_desired_settings_and_keeps_what_others_own()
     assert dict(update.labels) == {**dict(desired.labels), "cost-center": "ml-research"}
     assert dict(update.annotations) == {
         INVOKERS_ANNOTATION: desired.annotations[INVOKERS_ANNOTATION],  # ours: the desired value wins
+        "tgi-operator.dev/runtime-identity": "default",
         "team.example.com/owner": "alice",
     }
     assert not [k for k in [*update.labels, *update.annotations] if k.startswith(("run.googleapis.com/", "cloud.googleapis.com/"))]
@@ -377,3 +378,10 @@ def test_limits_compare_by_value_not_spelling(cpu: str, memory: str) -> None:
     assert diff(desired, observed) == []
     observed.template.containers[0].resources.limits["cpu"] = "4000m"
     assert diff(desired, observed) == ["template.containers[0].resources.limits"]
+
+
+def test_removing_the_runtime_identity_is_a_difference() -> None:
+    """Cloud Run fills in the default identity, so without the annotation an unset spec field could not be told
+    from a deliberate one, and dropping spec.serviceAccount would keep the old identity."""
+    named = as_read_back(desired_service(serviceAccount="tgi-runtime@my-project.iam.gserviceaccount.com"))
+    assert diff(desired_service(), named) == ["annotations"]
