@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from google.cloud import run_v2
@@ -191,6 +191,8 @@ async def reconcile(
                              probe_required=settings.model_probe)
     if refused_public and assessment.ready:  # serving, privately: say why it is not what was asked for
         assessment = cond.assess(service, problem=PUBLIC_REFUSED)
+    if assessment.reason == "RevisionFailed":
+        assessment = _with_redeploy_plan(assessment, service, settings)
     if service is not None:
         status.url = service.uri or None
         status.latest_ready_revision = short_revision(service.latest_ready_revision) or None
@@ -320,6 +322,16 @@ async def _probe(service: run_v2.Service, previous: TGIServiceStatus, probe: Mod
     if previous.model and previous.model.revision == revision:
         return ProbeResult(True, "answered before")
     return await probe.check(service.uri)
+
+
+def _with_redeploy_plan(assessment: cond.Assessment, service: run_v2.Service, settings: Settings) -> cond.Assessment:
+    """Say whether the operator will try the failed revision again (e.g. after a quota increase) or has given up."""
+    attempts = int(service.template.annotations.get(RETRY_ANNOTATION, "0"))
+    if attempts < settings.max_redeploys:
+        plan = f"deploying it again with backoff ({attempts} of {settings.max_redeploys} attempts made)"
+    else:
+        plan = f"gave up after {attempts} redeploys: change the spec to try again"
+    return replace(assessment, message=f"{assessment.message}; {plan}")
 
 
 def _failed(service: run_v2.Service) -> bool:

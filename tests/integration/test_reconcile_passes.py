@@ -94,7 +94,7 @@ async def test_a_failed_revision_is_redeployed_only_when_asked(adapters: Adapter
     stalled = await settle(adapters, status, 2, changed)
     stall = {c["type"]: c for c in stalled["conditions"]}["Stalled"]
     assert stall["status"] == "True" and stall["reason"] == "RevisionFailed"
-    assert "failed to start" in stall["message"]
+    assert "failed to start" in stall["message"] and "deploying it again with backoff (0 of 5" in stall["message"]
     admin.reset_calls()
     await reconcile(ref(stalled, 2, changed), adapters, SETTINGS, now=NOW)  # a resync: no redeploy
     assert not admin.calls().get("google.cloud.run.v2.Services/UpdateService")
@@ -192,7 +192,9 @@ async def test_redeploys_stop_after_the_limit(adapters: Adapters, admin: AdminAp
     stalled = await settle(adapters, first.status.to_k8s(), 2, changed)
     admin.reset_calls()
     second = await reconcile(ref(stalled, 2, changed), adapters, limited, now=NOW, redeploy_failed=True)
-    assert second.assessment.reason == "RevisionFailed" and not second.events
+    assert second.assessment.reason == "RevisionFailed"
+    assert "gave up after 1 redeploys: change the spec to try again" in second.assessment.message
+    assert [(e.type, e.reason) for e in second.events] == [("Warning", "RevisionFailed")]  # says it gave up
     assert not admin.calls().get("google.cloud.run.v2.Services/UpdateService")
 
 
