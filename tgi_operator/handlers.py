@@ -27,7 +27,7 @@ from tgi_operator.reconcile import ABANDON_ANNOTATION, Adapters, Event, ObjectRe
 from tgi_operator.settings import Settings
 
 RESOURCE = (API_GROUP, API_VERSION, PLURAL)
-CONFIG = Settings()
+CONFIG = Settings()  # read once at import: the timer's interval is fixed when the decorators run
 log = logging.getLogger("tgi_operator")
 
 
@@ -47,7 +47,6 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=API_GROUP)
     settings.posting.level = logging.WARNING  # we post our own Normal events; kopf adds its warnings
     logging.getLogger("kopf.objects").addFilter(QuietPollTicks())
-    memo.config = CONFIG
     memo.adapters = Adapters(
         services=CloudRunServices(services_client(CONFIG.cloud_run_endpoint), CONFIG.request_timeout_seconds),
         accounts=ServiceAccounts(iam_client(CONFIG.cloud_run_endpoint), CONFIG.request_timeout_seconds),
@@ -59,8 +58,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
 
 
 @kopf.on.probe(id="cloud")
-def cloud_target(memo: kopf.Memo, **_: Any) -> str:
-    return memo.config.cloud_run_endpoint or "google"
+def cloud_target(**_: Any) -> str:
+    return CONFIG.cloud_run_endpoint or "google"
 
 
 def _now() -> str:
@@ -122,7 +121,7 @@ def _count(outcome: Outcome) -> None:
 
 def _schedule(memo: kopf.Memo, outcome: Outcome) -> None:
     """When this object's timer should run its next pass."""
-    a, cfg = outcome.assessment, memo.config
+    a, cfg = outcome.assessment, CONFIG
     if outcome.again:
         delay = 0.0
     elif a is None:  # a transient cloud error: back off
@@ -148,7 +147,7 @@ async def _pass(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, *, redeploy
         if when_due and time.monotonic() < memo.get("next_check", 0.0):
             return None
         with metrics.RECONCILE_SECONDS.time():
-            outcome = await reconcile(_ref(body), memo.adapters, memo.config, now=_now(), redeploy_failed=redeploy_failed)
+            outcome = await reconcile(_ref(body), memo.adapters, CONFIG, now=_now(), redeploy_failed=redeploy_failed)
         _schedule(memo, outcome)
     _count(outcome)
     status_patch = _status_patch(dict(body.get("status", {})), outcome.status)
@@ -186,7 +185,7 @@ async def delete(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -> None
         _post(body, [Event("Normal", "Deleting", f"deletionPolicy {body.get('spec', {}).get('deletionPolicy', 'Delete')}")])
     try:
         async with _lock(memo):
-            events = await finalize(_ref(body), memo.adapters, memo.config)
+            events = await finalize(_ref(body), memo.adapters, CONFIG)
     except TransientCloudError as exc:
         raise kopf.TemporaryError(f"the finalizer stays, retrying: {exc}",
                                   delay=exc.retry_after or _backoff(retry, CONFIG.poll_max_seconds)) from exc

@@ -14,6 +14,8 @@ folder on sys.path), or pick names.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +38,8 @@ TGI_IMAGE = "us-docker.pkg.dev/deeplearning-platform-release/gcr.io/huggingface-
 MODEL = "hugging-quants/Meta-Llama-3.1-8B-Instruct-AWQ-INT4"
 
 __all__ = [
-    "PROJECT", "REGION", "PARENT", "OPERATOR", "MODEL", "AdminApi", "seed_service", "service_name",
+    "PROJECT", "REGION", "PARENT", "OPERATOR", "MODEL", "AdminApi", "SyncClients", "seed_service", "service_name",
+    "sync_clients",
     "emulator", "run_client", "run_async_client", "iam_client", "admin", "emulator_process",
 ]  # fmt: skip
 
@@ -118,6 +121,25 @@ class AdminApi:
         return self._call("GET", "/services")
 
 
+@dataclass
+class SyncClients:
+    run: run_v2.ServicesClient
+    iam: iam_admin_v1.IAMClient
+
+
+@contextmanager
+def sync_clients(endpoint: str) -> Iterator[SyncClients]:
+    """The real synchronous Cloud Run and IAM clients on one insecure channel to an emulator (or any endpoint)."""
+    channel = grpc.insecure_channel(endpoint)
+    try:
+        yield SyncClients(
+            run=run_v2.ServicesClient(transport=ServicesGrpcTransport(channel=channel, credentials=AnonymousCredentials())),
+            iam=iam_admin_v1.IAMClient(transport=IAMGrpcTransport(channel=channel, credentials=AnonymousCredentials())),
+        )
+    finally:
+        channel.close()
+
+
 @pytest.fixture
 def emulator() -> Iterator[Emulator]:
     config = EmulatorConfig(reconcile_seconds=0.2, identity=OPERATOR, project_roles={OPERATOR: {"roles/run.admin"}})
@@ -127,9 +149,8 @@ def emulator() -> Iterator[Emulator]:
 
 @pytest.fixture
 def run_client(emulator: Emulator) -> Iterator[run_v2.ServicesClient]:
-    channel = grpc.insecure_channel(emulator.grpc_endpoint)
-    yield run_v2.ServicesClient(transport=ServicesGrpcTransport(channel=channel, credentials=AnonymousCredentials()))
-    channel.close()
+    with sync_clients(emulator.grpc_endpoint) as clients:
+        yield clients.run
 
 
 @pytest.fixture
@@ -142,9 +163,8 @@ async def run_async_client(emulator: Emulator) -> AsyncIterator[run_v2.ServicesA
 
 @pytest.fixture
 def iam_client(emulator: Emulator) -> Iterator[iam_admin_v1.IAMClient]:
-    channel = grpc.insecure_channel(emulator.grpc_endpoint)
-    yield iam_admin_v1.IAMClient(transport=IAMGrpcTransport(channel=channel, credentials=AnonymousCredentials()))
-    channel.close()
+    with sync_clients(emulator.grpc_endpoint) as clients:
+        yield clients.iam
 
 
 @pytest.fixture

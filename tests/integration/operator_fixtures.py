@@ -14,13 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import grpc
 import pytest
-from emulator_fixtures import AdminApi
-from google.auth.credentials import AnonymousCredentials
+from emulator_fixtures import AdminApi, sync_clients
 from google.cloud import iam_admin_v1, run_v2
-from google.cloud.iam_admin_v1.services.iam.transports import IAMGrpcTransport
-from google.cloud.run_v2.services.services.transports import ServicesGrpcTransport
 
 from tgi_operator.devenv import stack
 from tgi_operator.devenv.testing import KubeCluster
@@ -86,20 +82,14 @@ def operator_stack(cluster: KubeCluster, tmp_path_factory: pytest.TempPathFactor
     )
     kubeconfig = stack.operator_kubeconfig(cluster, workdir / "operator.kubeconfig")
     operator = stack.start_operator(kubeconfig, stack_env(emulator), workdir / "operator.log")
-    run_channel, iam_channel = grpc.insecure_channel(emulator.grpc_endpoint), grpc.insecure_channel(emulator.grpc_endpoint)
-    result = Stack(
-        kube=cluster, emulator=emulator, operator=operator, admin=AdminApi(emulator.http_url),
-        run=run_v2.ServicesClient(transport=ServicesGrpcTransport(channel=run_channel, credentials=AnonymousCredentials())),
-        iam=iam_admin_v1.IAMClient(transport=IAMGrpcTransport(channel=iam_channel, credentials=AnonymousCredentials())),
-        workdir=workdir,
-    )
-    try:
-        yield result
-    finally:
-        result.operator.stop()
-        emulator.stop()
-        run_channel.close()
-        iam_channel.close()
+    with sync_clients(emulator.grpc_endpoint) as clients:
+        result = Stack(kube=cluster, emulator=emulator, operator=operator, admin=AdminApi(emulator.http_url),
+                       run=clients.run, iam=clients.iam, workdir=workdir)
+        try:
+            yield result
+        finally:
+            result.operator.stop()
+            emulator.stop()
         # Not a secret anywhere in what the operator wrote: ID tokens are JWTs, which start with "eyJ".
         assert "eyJ" not in result.operator.log(), "a token reached the operator's log"
 

@@ -12,7 +12,6 @@ from pathlib import Path
 import kubernetes.client as k8s
 import pytest
 import requests
-from kubernetes.client.rest import ApiException
 
 from tgi_operator.devenv.cluster import DevCluster
 from tgi_operator.devenv.kubeconfig import read_server

@@ -7,17 +7,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-import grpc
 import pytest
 import requests
 from emulator_fixtures import *  # noqa: F403
-from emulator_fixtures import OPERATOR, PARENT, PROJECT, REGION, AdminApi, seed_service, service_name
+from emulator_fixtures import OPERATOR, PARENT, PROJECT, REGION, AdminApi, seed_service, service_name, sync_clients
 from google.api_core import exceptions as gexc
-from google.auth.credentials import AnonymousCredentials
 from google.cloud import iam_admin_v1, run_v2
-from google.cloud.run_v2.services.services.transports import ServicesGrpcTransport
 
-from tgi_operator.emulator.server import Emulator, EmulatorConfig
+from tgi_operator.emulator.server import EmulatorConfig
 from tgi_operator.emulator.testing import EmulatorProcess, EmulatorThread
 
 pytestmark = pytest.mark.timeout(90)
@@ -144,22 +141,17 @@ def test_state_file_survives_a_restart(tmp_path: Path) -> None:
     state_file = tmp_path / "emulator.json"
     config = EmulatorConfig(reconcile_seconds=0.1, state_file=state_file, identity=OPERATOR)
 
-    def client(emu: Emulator) -> tuple[run_v2.ServicesClient, grpc.Channel]:
-        channel = grpc.insecure_channel(emu.grpc_endpoint)
-        return run_v2.ServicesClient(transport=ServicesGrpcTransport(channel=channel, credentials=AnonymousCredentials())), channel
-
-    with EmulatorThread(config) as emu:
-        run, channel = client(emu)
+    with EmulatorThread(config) as emu, sync_clients(emu.grpc_endpoint) as clients:
+        run = clients.run
         created = run.create_service(parent=PARENT, service=seed_service(), service_id="kept").result(timeout=30)
         policy = run.get_iam_policy(request={"resource": created.name})
         policy.bindings.add(role="roles/run.invoker", members=["allUsers"])
         policy = run.set_iam_policy(request={"resource": created.name, "policy": policy})
         AdminApi(emu.http_url).set_quota(7)
         token = AdminApi(emu.http_url).token(OPERATOR, created.uri)
-        channel.close()
 
-    with EmulatorThread(config) as emu:
-        run, channel = client(emu)
+    with EmulatorThread(config) as emu, sync_clients(emu.grpc_endpoint) as clients:
+        run = clients.run
         kept = run.get_service(name=created.name)
         assert kept == created  # same revision, URL, etag, times
         assert run.get_iam_policy(request={"resource": created.name}) == policy
@@ -170,15 +162,12 @@ def test_state_file_survives_a_restart(tmp_path: Path) -> None:
         kept.description = "after restart"
         updated = run.update_service(service=kept).result(timeout=30)
         assert updated.generation == 2 and updated.uri == created.uri
-        channel.close()
 
 
 def test_cli_process_serves_and_stops_on_sigterm(emulator_process: EmulatorProcess) -> None:
-    channel = grpc.insecure_channel(emulator_process.grpc_endpoint)
-    run = run_v2.ServicesClient(transport=ServicesGrpcTransport(channel=channel, credentials=AnonymousCredentials()))
-    created = run.create_service(parent=PARENT, service=seed_service(), service_id="proc").result(timeout=30)
+    with sync_clients(emulator_process.grpc_endpoint) as clients:
+        created = clients.run.create_service(parent=PARENT, service=seed_service(), service_id="proc").result(timeout=30)
     assert created.terminal_condition.state == State.CONDITION_SUCCEEDED
-    channel.close()
     assert emulator_process.env["TGI_OPERATOR_CLOUD_RUN_ENDPOINT"] == emulator_process.grpc_endpoint
     printed = subprocess.run(
         [sys.executable, "-m", "tgi_operator.cli", "emulator", "token", "--email", OPERATOR,

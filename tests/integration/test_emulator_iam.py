@@ -5,15 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import grpc
 import pytest
 from emulator_fixtures import *  # noqa: F403
-from emulator_fixtures import OPERATOR, PARENT, PROJECT, seed_service
+from emulator_fixtures import OPERATOR, PARENT, PROJECT, seed_service, sync_clients
 from google.api_core import exceptions as gexc
-from google.auth.credentials import AnonymousCredentials
 from google.cloud import iam_admin_v1, run_v2
-from google.cloud.iam_admin_v1.services.iam.transports import IAMGrpcTransport
-from google.cloud.run_v2.services.services.transports import ServicesGrpcTransport
 from google.iam.v1 import iam_policy_pb2, policy_pb2
 from google.rpc import error_details_pb2
 
@@ -136,25 +132,18 @@ def test_members_the_policy_already_holds_are_not_checked_again(tmp_path: Path) 
     state_file = tmp_path / "emulator.json"
     config = EmulatorConfig(reconcile_seconds=0.1, state_file=state_file, identity=OPERATOR)
 
-    def clients(emu: Emulator) -> tuple[run_v2.ServicesClient, iam_admin_v1.IAMClient, grpc.Channel]:
-        channel = grpc.insecure_channel(emu.grpc_endpoint)
-        run = run_v2.ServicesClient(transport=ServicesGrpcTransport(channel=channel, credentials=AnonymousCredentials()))
-        iam = iam_admin_v1.IAMClient(transport=IAMGrpcTransport(channel=channel, credentials=AnonymousCredentials()))
-        return run, iam, channel
-
-    with EmulatorThread(config) as emu:
-        run, iam, channel = clients(emu)
+    with EmulatorThread(config) as emu, sync_clients(emu.grpc_endpoint) as clients:
+        run, iam = clients.run, clients.iam
         created = run.create_service(parent=PARENT, service=seed_service(), service_id="kept").result(timeout=30)
         iam.create_service_account(request={"name": f"projects/{PROJECT}", "account_id": APP_ID})
         policy = _grant(run.get_iam_policy(request={"resource": created.name}), "roles/run.invoker", f"serviceAccount:{APP}")
         run.set_iam_policy(request={"resource": created.name, "policy": policy})
-        channel.close()
     document = json.loads(state_file.read_text())
     del document["serviceAccounts"][APP]
     state_file.write_text(json.dumps(document))
 
-    with EmulatorThread(config) as emu:
-        run, iam, channel = clients(emu)
+    with EmulatorThread(config) as emu, sync_clients(emu.grpc_endpoint) as clients:
+        run = clients.run
         policy = _grant(run.get_iam_policy(request={"resource": created.name}), "roles/run.viewer", "user:a@example.com")
         updated = run.set_iam_policy(request={"resource": created.name, "policy": policy})
         assert [(b.role, list(b.members)) for b in updated.bindings] == [
@@ -165,7 +154,6 @@ def test_members_the_policy_already_holds_are_not_checked_again(tmp_path: Path) 
         cleared = run.set_iam_policy(request={"resource": created.name, "policy": updated})
         with pytest.raises(gexc.InvalidArgument):
             run.set_iam_policy(request={"resource": created.name, "policy": _grant(cleared, "roles/run.invoker", f"serviceAccount:{APP}")})
-        channel.close()
 
 
 def test_public_and_project_roles_and_disabled_invoker_check(

@@ -8,13 +8,10 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import grpc
 import pytest
 import yaml
-from emulator_fixtures import PROJECT, REGION, AdminApi, emulator_process, seed_service  # noqa: F401
-from google.auth.credentials import AnonymousCredentials
+from emulator_fixtures import PROJECT, REGION, AdminApi, emulator_process, seed_service, sync_clients  # noqa: F401
 from google.cloud import run_v2
-from google.cloud.run_v2.services.services.transports import ServicesGrpcTransport
 
 from tgi_operator.emulator.testing import EmulatorProcess
 from tgi_operator.naming import service_id
@@ -34,9 +31,8 @@ def render(emulator: EmulatorProcess, *args: str) -> subprocess.CompletedProcess
 
 @pytest.fixture
 def run_client(emulator_process: EmulatorProcess) -> Iterator[run_v2.ServicesClient]:  # noqa: F811
-    channel = grpc.insecure_channel(emulator_process.grpc_endpoint)
-    yield run_v2.ServicesClient(transport=ServicesGrpcTransport(channel=channel, credentials=AnonymousCredentials()))
-    channel.close()
+    with sync_clients(emulator_process.grpc_endpoint) as clients:
+        yield clients.run
 
 
 def create_calls(admin: AdminApi) -> dict[str, int]:

@@ -292,26 +292,25 @@ def _usage(generation: Generation) -> dict[str, int]:
     }
 
 
-def chat_completion(config: LauncherConfig, body: Mapping[str, Any], created: int) -> tuple[Generation, dict]:
-    """The OpenAI-shaped (TGI flavoured) chat completion for a request body."""
-    generation = _chat_generation(config, body)
-    document = {
-        "object": "chat.completion",
+def _openai_document(kind: str, config: LauncherConfig, created: int, choice: dict, usage: dict | None) -> dict:
+    """The envelope TGI puts around every OpenAI-shaped answer (one choice: TGI refuses n > 1)."""
+    return {
+        "object": kind,
         "id": "",
         "created": created,
         "model": config.model_id,
         "system_fingerprint": f"{TGI_VERSION}-sha-{TGI_SHA[:7]}",
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": generation.text},
-                "logprobs": None,
-                "finish_reason": chat_finish_reason(generation.finish_reason),
-            }
-        ],
-        "usage": _usage(generation),
+        "choices": [{"index": 0, "logprobs": None, **choice}],
+        "usage": usage,
     }
-    return generation, document
+
+
+def chat_completion(config: LauncherConfig, body: Mapping[str, Any], created: int) -> tuple[Generation, dict]:
+    """The OpenAI-shaped (TGI flavoured) chat completion for a request body."""
+    generation = _chat_generation(config, body)
+    choice = {"message": {"role": "assistant", "content": generation.text},
+              "finish_reason": chat_finish_reason(generation.finish_reason)}
+    return generation, _openai_document("chat.completion", config, created, choice, _usage(generation))
 
 
 def _chat_generation(config: LauncherConfig, body: Mapping[str, Any]) -> Generation:
@@ -329,24 +328,9 @@ def chat_chunks(config: LauncherConfig, generation: Generation, created: int, in
     chunks = []
     last = len(generation.pieces) - 1
     for index, piece in enumerate(generation.pieces):
-        chunks.append(
-            {
-                "object": "chat.completion.chunk",
-                "id": "",
-                "created": created,
-                "model": config.model_id,
-                "system_fingerprint": f"{TGI_VERSION}-sha-{TGI_SHA[:7]}",
-                "choices": [
-                    {
-                        "index": 0,
-                        "delta": {"role": "assistant", "content": piece},
-                        "logprobs": None,
-                        "finish_reason": chat_finish_reason(generation.finish_reason) if index == last else None,
-                    }
-                ],
-                "usage": None,
-            }
-        )
+        choice = {"delta": {"role": "assistant", "content": piece},
+                  "finish_reason": chat_finish_reason(generation.finish_reason) if index == last else None}
+        chunks.append(_openai_document("chat.completion.chunk", config, created, choice, None))
     if include_usage:
         chunks.append({**chunks[-1], "choices": [], "usage": _usage(generation)})
     return chunks
@@ -360,22 +344,8 @@ def completion(config: LauncherConfig, body: Mapping[str, Any], created: int) ->
     if not isinstance(prompt, str):
         raise ValidationError("Failed to deserialize the JSON body into the target type: missing field `prompt`")
     generation = generate(config, prompt, body.get("max_tokens"), _stop_list(body.get("stop")))
-    return {
-        "object": "text_completion",
-        "id": "",
-        "created": created,
-        "model": config.model_id,
-        "system_fingerprint": f"{TGI_VERSION}-sha-{TGI_SHA[:7]}",
-        "choices": [
-            {
-                "index": 0,
-                "text": generation.text,
-                "logprobs": None,
-                "finish_reason": chat_finish_reason(generation.finish_reason),
-            }
-        ],
-        "usage": _usage(generation),
-    }
+    choice = {"text": generation.text, "finish_reason": chat_finish_reason(generation.finish_reason)}
+    return _openai_document("text_completion", config, created, choice, _usage(generation))
 
 
 def generate_request(config: LauncherConfig, body: Mapping[str, Any]) -> tuple[Generation, str, Mapping[str, Any]]:
