@@ -15,7 +15,7 @@ from google.api_core import exceptions as gexc
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import run_v2
 from google.cloud.run_v2.services.services.transports import ServicesGrpcAsyncIOTransport
-from google.iam.v1 import iam_policy_pb2, policy_pb2
+from google.iam.v1 import iam_policy_pb2, options_pb2, policy_pb2
 
 from tgi_operator.errors import classify
 
@@ -99,7 +99,9 @@ class CloudRunServices:
 
     @translate_errors
     async def get_iam_policy(self, name: str) -> policy_pb2.Policy:
-        request = iam_policy_pb2.GetIamPolicyRequest(resource=name)
+        # Version 3: conditional bindings (someone else's) come back whole, so a write can keep them.
+        request = iam_policy_pb2.GetIamPolicyRequest(
+            resource=name, options=options_pb2.GetPolicyOptions(requested_policy_version=3))
         return await self._client.get_iam_policy(request=request, retry=None, timeout=self._timeout)
 
     @translate_errors

@@ -1,7 +1,7 @@
 """Pure: which owned fields of a Cloud Run service differ from what the spec renders.
 
 Only what render.py sets is compared; fields Cloud Run fills or defaults (uid, etag, timestamps, generation,
-conditions, the default service account, the request timeout, client annotations, ...) are ignored, so a
+conditions, the default service account, client annotations, ...) are ignored, so a
 freshly read service that matches the spec yields no difference and causes no write.
 """
 
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from google.api import launch_stage_pb2
 from google.cloud import run_v2
 
 from tgi_operator.naming import MANAGED_BY, OWNER_LABELS
@@ -57,9 +58,17 @@ def _probe(container: run_v2.Container) -> tuple[Any, ...]:
     return (p.http_get.path, p.http_get.port, p.initial_delay_seconds, p.period_seconds, p.timeout_seconds, p.failure_threshold)
 
 
-def _suspended(service: run_v2.Service) -> bool:
-    s = service.scaling
-    return s.scaling_mode == run_v2.ServiceScaling.ScalingMode.MANUAL and s.manual_instance_count == 0
+def _scaling(service: run_v2.Service) -> tuple[str, int]:
+    """Service-level scaling mode and manual instance count; an unspecified mode is Cloud Run's automatic one."""
+    s, mode = service.scaling, run_v2.ServiceScaling.ScalingMode
+    if s.scaling_mode == mode.MANUAL:
+        return "MANUAL", s.manual_instance_count
+    return "AUTOMATIC", 0
+
+
+def _launch_stage(service: run_v2.Service) -> int:
+    """GA when unspecified (Cloud Run's default)."""
+    return service.launch_stage or launch_stage_pb2.LaunchStage.GA
 
 
 OWNED_ANNOTATION_PREFIX = "tgi-operator.dev/"
@@ -80,12 +89,14 @@ def owned_fields(service: run_v2.Service, desired: run_v2.Service) -> dict[str, 
         "description": service.description,
         "ingress": service.ingress,
         "invokerIamDisabled": service.invoker_iam_disabled,
-        "suspended": _suspended(service),
+        "scaling": _scaling(service),
+        "launchStage": _launch_stage(service),
         "template.containers": len(template.containers),
         "template.labels": {k: template.labels.get(k) for k in desired.template.labels},
         "template.scaling.minInstanceCount": template.scaling.min_instance_count,
         "template.scaling.maxInstanceCount": template.scaling.max_instance_count,
         "template.maxInstanceRequestConcurrency": template.max_instance_request_concurrency,
+        "template.timeout": template.timeout.total_seconds() if "timeout" in template else None,
         "template.nodeSelector.accelerator": template.node_selector.accelerator,
         "template.gpuZonalRedundancyDisabled": template.gpu_zonal_redundancy_disabled,
         "template.containers[0].image": container.image,
@@ -125,11 +136,20 @@ def merge_for_update(desired: run_v2.Service, observed: run_v2.Service) -> run_v
     return update
 
 
-def with_annotation(observed: run_v2.Service, key: str, value: str) -> run_v2.Service:
-    """The observed service with one service-level annotation changed: a metadata-only update (no new revision)."""
+def _resendable(observed: run_v2.Service) -> run_v2.Service:
+    """The observed service as it can be sent back: without Cloud Run's reserved metadata, and without the
+    revision name someone may have set (resending it is refused: "Revision named ... with different
+    configuration already exists"; unset, Cloud Run keeps the template's revision and makes no new one)."""
     update = copy(observed)
     _drop_reserved(update.labels)
     _drop_reserved(update.annotations)
+    update.template.revision = ""
+    return update
+
+
+def with_annotation(observed: run_v2.Service, key: str, value: str) -> run_v2.Service:
+    """The observed service with one service-level annotation changed: a metadata-only update (no new revision)."""
+    update = _resendable(observed)
     update.annotations[key] = value
     return update
 
@@ -137,9 +157,7 @@ def with_annotation(observed: run_v2.Service, key: str, value: str) -> run_v2.Se
 def without_owner(observed: run_v2.Service) -> run_v2.Service:
     """The service as Retain leaves it: the same, minus the service-level labels and annotations that claimed it.
     The revision template is left as it is: changing it would roll out a new revision (a GPU cold start)."""
-    released = copy(observed)
-    _drop_reserved(released.labels)
-    _drop_reserved(released.annotations)
+    released = _resendable(observed)
     for key in (MANAGED_BY[0], *OWNER_LABELS):
         released.labels.pop(key, None)
     for key in [k for k in released.annotations if k.startswith(OWNED_ANNOTATION_PREFIX)]:

@@ -44,6 +44,12 @@ class ServiceAccounts:
         return created.email
 
     @translate_errors
+    async def list_emails(self, project: str) -> set[str]:
+        """Every account email of the project (all pages): the evidence when a single account cannot be read."""
+        pager = await self._client.list_service_accounts(name=f"projects/{project}", retry=None, timeout=self._timeout)
+        return {account.email.lower() async for account in pager}
+
+    @translate_errors
     async def delete(self, project: str, email: str) -> bool:
         try:
             await self._client.delete_service_account(

@@ -26,6 +26,7 @@ def _with_members(policy: policy_pb2.Policy, wanted: set[str]) -> policy_pb2.Pol
         return None
     new = policy_pb2.Policy()
     new.CopyFrom(policy)
+    new.version = 3  # written as read (version 3), so IAM keeps any conditional binding it holds
     binding = next((b for b in new.bindings if b.role == INVOKER_ROLE and not b.HasField("condition")), None)
     if binding is None:
         binding = new.bindings.add(role=INVOKER_ROLE)

@@ -36,7 +36,7 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 from tgi_operator import API_GROUP, API_VERSION, KIND
-from tgi_operator.gpus import DEFAULT_GPU_TYPE, GPU_TYPES, GpuType
+from tgi_operator.gpus import DEFAULT_GPU_TYPE, GPU_TYPES, GpuType, cpu_memory_problems, cpu_message, memory_message
 from tgi_operator.quantity import is_quantity, parse_quantity
 
 # Hugging Face's TGI Deep Learning Container for Google Cloud (TGI 2.4.0, CUDA 12.4), pinned so an
@@ -353,43 +353,28 @@ def _quantity_message(field: str) -> str:
     return f"{field} must be a Kubernetes quantity such as " + ("8 or 8000m" if field == "cpu" else "32Gi")
 
 
-def _cpu_range_message(gpu: GpuType) -> str:
-    return f"cpu must be between {gpu.min_cpu} and {gpu.max_cpu} with an {gpu.name} GPU"
-
-
-def _memory_range_message(gpu: GpuType) -> str:
-    return f"memory must be between {gpu.min_memory_gib}Gi and {gpu.max_memory_gib}Gi with an {gpu.name} GPU"
-
-
-def _range_rule(field: str, gpu: GpuType, low: str, high: str) -> str:
-    value = f"quantity(string(self.{field}))"
-    return (
-        f"self.gpu.type != '{gpu.name}' || !isQuantity(string(self.{field})) || "
-        f"({value}.compareTo(quantity('{low}')) >= 0 && {value}.compareTo(quantity('{high}')) <= 0)"
-    )
+def _quantity_rule(field: str, gpu: GpuType, check: str) -> str:
+    """A CEL rule that applies `check` only to this GPU type and to a well-formed quantity (others say so)."""
+    return f"self.gpu.type != '{gpu.name}' || !isQuantity(string(self.{field})) || {check}"
 
 
 def _resources_rules() -> list[dict[str, Any]]:
+    """CPU and memory as Cloud Run accepts them with each GPU type (the table and its sources: gpus.py)."""
+    cpu, memory = "quantity(string(self.cpu))", "quantity(string(self.memory))"
     rules = [
         _cel("isQuantity(string(self.cpu))", _quantity_message("cpu"), field_path=".cpu"),
         _cel("isQuantity(string(self.memory))", _quantity_message("memory"), field_path=".memory"),
-        _cel(
-            "!isQuantity(string(self.cpu)) || quantity(string(self.cpu)).isInteger()",
-            "cpu must be a whole number of CPUs",
-            field_path=".cpu",
-        ),
     ]
     for gpu in GPU_TYPES.values():
-        rules.append(
-            _cel(_range_rule("cpu", gpu, str(gpu.min_cpu), str(gpu.max_cpu)), _cpu_range_message(gpu), field_path=".cpu")
-        )
-        rules.append(
-            _cel(
-                _range_rule("memory", gpu, f"{gpu.min_memory_gib}Gi", f"{gpu.max_memory_gib}Gi"),
-                _memory_range_message(gpu),
-                field_path=".memory",
-            )
-        )
+        choices = " || ".join(f"{cpu}.compareTo(quantity('{n}')) == 0" for n in gpu.cpu_choices)
+        rules.append(_cel(_quantity_rule("cpu", gpu, f"({choices})"), cpu_message(gpu), field_path=".cpu"))
+        for n in gpu.cpu_choices:
+            low, high = gpu.memory_bounds_gib(n)
+            bounded = f"({memory}.compareTo(quantity('{low}Gi')) >= 0 && {memory}.compareTo(quantity('{high}Gi')) <= 0)"
+            rules.append(_cel(
+                _quantity_rule("memory", gpu, f"!isQuantity(string(self.cpu)) || {cpu}.compareTo(quantity('{n}')) != 0 || {bounded}"),
+                memory_message(gpu, n), field_path=".memory",
+            ))
     return rules
 
 
@@ -443,15 +428,15 @@ class ResourcesSpec(_Model):
     cpu: Annotated[
         Quantity,
         Field(
-            description="vCPUs per instance, a Kubernetes quantity (8 or \"8\"); a whole number within the "
-            "GPU type's bounds (nvidia-l4: 4 to 8).",
+            description="vCPUs per instance, a Kubernetes quantity (8 or \"8\"): one Cloud Run offers with the GPU "
+            "type (nvidia-l4: 4, 6 or 8; nvidia-rtx-pro-6000: 20).",
         ),
     ] = "8"
     memory: Annotated[
         Quantity,
         Field(
-            description="Memory per instance, a Kubernetes quantity (32Gi); within the GPU type's bounds "
-            "(nvidia-l4: 16Gi to 32Gi).",
+            description="Memory per instance, a Kubernetes quantity (32Gi): at most 4Gi per vCPU and at least the "
+            "GPU type's minimum (nvidia-l4: 16Gi, so 16Gi with 4 vCPU, up to 24Gi with 6, 32Gi with 8).",
         ),
     ] = "32Gi"
     gpu: Annotated[GpuSpec, Field(default_factory=GpuSpec, description="The GPU of each instance.")]
@@ -463,13 +448,9 @@ class ResourcesSpec(_Model):
             raise ValueError(_quantity_message("cpu"))
         if not is_quantity(self.memory):
             raise ValueError(_quantity_message("memory"))
-        cpu = parse_quantity(self.cpu)
-        if cpu != cpu.to_integral_value():
-            raise ValueError("cpu must be a whole number of CPUs")
-        if not gpu.min_cpu <= cpu <= gpu.max_cpu:
-            raise ValueError(_cpu_range_message(gpu))
-        if not gpu.min_memory_gib * GIB <= parse_quantity(self.memory) <= gpu.max_memory_gib * GIB:
-            raise ValueError(_memory_range_message(gpu))
+        problems = cpu_memory_problems(gpu, parse_quantity(self.cpu), parse_quantity(self.memory))
+        if problems:
+            raise ValueError(problems[0][1])
         return self
 
     def cpu_count(self) -> int:
@@ -608,6 +589,27 @@ class EnvVar(_Model):
     value: Annotated[StrictStr, Field(max_length=32768, description="Variable value.")] = ""
 
 
+DURATION_REGEX = "^([0-9]{1,4}h)?([0-9]{1,6}m)?([0-9]{1,7}s)?$"
+MAX_REQUEST_TIMEOUT_SECONDS = 3600  # Cloud Run services: https://cloud.google.com/run/docs/configuring/request-timeout
+_DURATION_MESSAGE = "requestTimeout must be a duration in whole seconds such as 300s, 15m or 1h"
+_TIMEOUT_RANGE_MESSAGE = f"requestTimeout must be between 1s and {MAX_REQUEST_TIMEOUT_SECONDS}s (1h)"
+
+
+def duration_seconds(value: str) -> int:
+    """Seconds of a duration as CEL's duration() reads it, restricted to h/m/s parts ("1h30m" ► 5400)."""
+    match = re.fullmatch(DURATION_REGEX, value)
+    if not value or match is None:
+        raise ValueError(_DURATION_MESSAGE)
+    hours, minutes, seconds = (int(part[:-1]) if part else 0 for part in match.groups())
+    return hours * 3600 + minutes * 60 + seconds
+
+
+def _request_timeout(value: str) -> str:
+    if not 1 <= duration_seconds(value) <= MAX_REQUEST_TIMEOUT_SECONDS:
+        raise ValueError(_TIMEOUT_RANGE_MESSAGE)
+    return value
+
+
 def _immutable_rules() -> list[dict[str, Any]]:
     """Where the service lives cannot change in place: a move would orphan the old service (and its GPUs)."""
     return [
@@ -682,6 +684,21 @@ class TGIServiceSpec(_Model):
             json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
         ),
     ] = []
+    request_timeout: Annotated[
+        StrictStr,
+        Field(
+            min_length=2,
+            max_length=16,
+            description="How long Cloud Run lets one request run, streamed generations included, before it answers "
+            "504: a duration in whole seconds such as 300s, 15m or 1h, from 1s to 1h (Cloud Run's limits).",
+            json_schema_extra=_rules(
+                _cel(f"self.matches('{DURATION_REGEX}')", _DURATION_MESSAGE),
+                _cel(f"!self.matches('{DURATION_REGEX}') || (duration(self) >= duration('1s') "
+                     f"&& duration(self) <= duration('{MAX_REQUEST_TIMEOUT_SECONDS}s'))", _TIMEOUT_RANGE_MESSAGE),
+            ),
+        ),
+        AfterValidator(_request_timeout),
+    ] = "300s"
     suspend: Annotated[
         bool,
         Field(
@@ -886,5 +903,6 @@ __all__ = [
     "TGIServiceSpec",
     "TGIServiceStatus",
     "describe_errors",
+    "duration_seconds",
     "parse_spec",
 ]

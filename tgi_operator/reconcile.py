@@ -16,25 +16,17 @@ from google.cloud import run_v2
 from pydantic import ValidationError
 
 from tgi_operator import conditions as cond
+from tgi_operator.access import Access, apply_invokers, delete_invoker_account, refused_problem
 from tgi_operator.cloudrun import CloudRunServices
-from tgi_operator.diff import diff, merge_for_update, with_annotation, without_owner
 from tgi_operator.conditions import short_revision
-from tgi_operator.errors import PermanentCloudError, TransientCloudError
+from tgi_operator.diff import diff, merge_for_update, with_annotation, without_owner
+from tgi_operator.errors import PermanentCloudError, Stall, TransientCloudError
 from tgi_operator.iam import ServiceAccounts
-from tgi_operator.invokers import granted, invoker_members_of, parse_members, revoked
+from tgi_operator.invokers import parse_members
 from tgi_operator.models import Condition, ModelStatus, TGIServiceSpec, TGIServiceStatus, describe_errors, parse_spec
-from tgi_operator.naming import invoker_account_id, is_owned_by
+from tgi_operator.naming import is_owned_by
 from tgi_operator.probe import ModelProbe, ProbeResult
-from tgi_operator.render import (
-    invoker_account_description,
-    invoker_account_display_name,
-    INVOKERS_ANNOTATION,
-    Target,
-    invoker_members,
-    invoker_service_account,
-    render_service,
-    target,
-)
+from tgi_operator.render import INVOKERS_ANNOTATION, Target, invoker_service_account, render_service, target
 from tgi_operator.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -72,14 +64,6 @@ class Outcome:
     events: list[Event] = field(default_factory=list)
     transient: TransientCloudError | None = None  # retry later; `status` still carries what must be recorded
     again: bool = False  # run the next pass right away (the target was just recorded)
-
-
-class Stall(Exception):
-    """A problem only a change of the spec, the operator's settings or the cloud project can fix."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.problem = cond.Problem(reason, message)
 
 
 # -- checks that need no cloud call -----------------------------------------------------------------
@@ -131,6 +115,18 @@ def check_same_target(managed: str | None, where: Target) -> None:
                     "(did the operator's default project change?); set spec.project back, or recreate the TGIService")
 
 
+def explain(exc: PermanentCloudError, runtime_identity: str | None) -> cond.Problem:
+    """A refusal from Google Cloud as the user can act on it."""
+    if exc.reason in ("GpuQuotaExceeded", "ApiNotEnabled"):
+        return cond.Problem(exc.reason, exc.message)  # already says what to do
+    if (exc.permission or "").lower() == "iam.serviceaccounts.actas" or "actAs" in exc.message:
+        # Cloud Run answers the same 403 for a runtime identity that does not exist and for one it may not use.
+        return cond.Problem("RuntimeServiceAccountNotUsable", f"spec.serviceAccount: {runtime_identity} does not exist "
+                            "or the operator may not act as it: create it, and grant the operator "
+                            f"roles/iam.serviceAccountUser on it. Cloud Run: {exc.message}")
+    return cond.Problem(exc.reason, f"Cloud Run: {exc.message}")
+
+
 def resolve_target(obj: ObjectRef, spec: TGIServiceSpec, settings: Settings) -> Target:
     try:
         return target(obj.namespace, obj.name, spec, settings.default_project)
@@ -152,8 +148,10 @@ async def reconcile(
     status.observed_generation = obj.generation
     events: list[Event] = []
     wrote, service, probe, suspended, problem, refused_public = False, None, None, False, None, False
+    access, runtime_identity = Access(), None
     try:
         spec = checked_spec(obj)
+        runtime_identity = spec.service_account or "the default compute service account"
         suspended = spec.suspend
         where = resolve_target(obj, spec, settings)
         check_same_target(previous.service_name, where)
@@ -173,7 +171,10 @@ async def reconcile(
             wrote, events = True, [Event("Normal", "Creating", f"creating Cloud Run service {where.name}")]
         else:
             observed = await _record_invokers(observed, desired, adapters.services)
-        status.invoker_service_account = await _apply_invokers(obj, spec, where, observed, previous, adapters)
+        access = await apply_invokers(
+            obj.namespace, obj.name, spec, where, observed.annotations.get(INVOKERS_ANNOTATION) if observed else None,
+            bool(previous.invoker_service_account), adapters.services, adapters.accounts)
+        status.invoker_service_account = access.invoker_service_account
         if observed is not None:
             wrote, events = await _update(observed, desired, adapters.services, settings, redeploy_failed)
         service = await adapters.services.get(where.name) if wrote else observed
@@ -182,15 +183,15 @@ async def reconcile(
     except Stall as stall:
         problem = stall.problem
     except PermanentCloudError as exc:
-        problem = cond.Problem(exc.reason, f"Cloud Run: {exc.message}")
+        problem = explain(exc, runtime_identity)
     except TransientCloudError as exc:
         kept = previous.model_copy(update={"service_name": status.service_name})  # only what must not be lost
         return Outcome(kept, None, events, transient=exc)
 
     assessment = cond.assess(service, problem=problem, wrote=wrote, suspended=suspended, probe=probe,
                              probe_required=settings.model_probe)
-    if refused_public and assessment.ready:  # serving, privately: say why it is not what was asked for
-        assessment = cond.assess(service, problem=PUBLIC_REFUSED)
+    if assessment.ready and (refused_public or access.refused):  # serving, but not to everyone asked for: say why
+        assessment = cond.assess(service, problem=PUBLIC_REFUSED if refused_public else cond.Problem(*refused_problem(access.refused)))
     if assessment.reason == "RevisionFailed":
         assessment = _with_redeploy_plan(assessment, service, settings)
     if service is not None:
@@ -203,8 +204,16 @@ async def reconcile(
     return Outcome(status, assessment, events)
 
 
+def _being_deleted(service: run_v2.Service) -> bool:
+    """Cloud Run's DeleteService is a long-running operation: until it ends, the service reads with a delete_time."""
+    return "delete_time" in service
+
+
 async def _observe(obj: ObjectRef, where: Target, services: CloudRunServices, settings: Settings) -> run_v2.Service | None:
     observed = await services.get(where.name)
+    if observed is not None and _being_deleted(observed):  # by someone else: create it again once it is gone
+        raise TransientCloudError("DELETING", f"{where.name} is being deleted; it is created again once it is gone",
+                                  retry_after=5.0)
     if observed is not None and not is_owned_by(dict(observed.labels), obj.namespace, obj.name, settings.cluster_name):
         raise Stall("NotOwned", f"Cloud Run service {where.name} exists but is not managed by this TGIService "
                     f"of cluster {settings.cluster_name!r} (its owner labels are missing or name another object); "
@@ -254,65 +263,6 @@ async def _update(
         return True, [Event("Normal", "Redeploying",
                             f"deploying the failed revision again (attempt {attempt} of {settings.max_redeploys})")]
     return False, []
-
-
-async def _apply_invokers(
-    obj: ObjectRef, spec: TGIServiceSpec, where: Target, observed: run_v2.Service | None,
-    previous_status: TGIServiceStatus, adapters: Adapters,
-) -> str | None:
-    """Revoke the members this object dropped, then grant the ones it wants; create or delete its invoker service
-    account. Returns the invoker account's email while the spec asks for one."""
-    recorded = parse_members(observed.annotations.get(INVOKERS_ANNOTATION) if observed else None)
-    desired = set(invoker_members(obj.namespace, obj.name, spec, where.project))
-    sa_email = invoker_service_account(obj.namespace, obj.name, where.project)
-    sa_member = f"serviceAccount:{sa_email}"
-    if sa_member in desired:
-        await _ensure_invoker_account(obj, where, sa_email, adapters.accounts)
-    policy = await adapters.services.get_iam_policy(where.name)
-    without_dropped = revoked(policy, recorded, desired)
-    if without_dropped is not None:
-        policy = await adapters.services.set_iam_policy(where.name, without_dropped)
-    with_wanted = granted(policy, desired)
-    if with_wanted is not None:
-        try:
-            await adapters.services.set_iam_policy(where.name, with_wanted)
-        except PermanentCloudError as exc:
-            if sa_member in desired and sa_member not in invoker_members_of(policy) and sa_email in exc.message:
-                # IAM is eventually consistent: a new account may be refused for a minute or so.
-                raise TransientCloudError(exc.code, f"the invoker account is not visible to IAM yet: {exc.message}",
-                                          retry_after=10.0) from exc
-            raise
-    if sa_member not in desired and (sa_member in recorded or previous_status.invoker_service_account):
-        await _delete_invoker_account(obj, where.project, sa_email, adapters.accounts)
-    return sa_email if sa_member in desired else None
-
-
-async def _ensure_invoker_account(obj: ObjectRef, where: Target, email: str, accounts: ServiceAccounts) -> bool:
-    """Get-or-create (a read per pass, a write only when missing); True when this pass created it. An account
-    with this id that lacks our description was made by someone else: never used, never deleted."""
-    description = invoker_account_description(obj.namespace, obj.name)
-    found = await accounts.get(where.project, email)
-    if found is None:
-        try:
-            await accounts.create(where.project, invoker_account_id(obj.namespace, obj.name),
-                                  invoker_account_display_name(obj.namespace, obj.name), description)
-        except PermanentCloudError as exc:
-            if exc.code != "ALREADY_EXISTS":
-                raise
-            # The read lagged, or an earlier create's reply was lost: look again next pass.
-            raise TransientCloudError(exc.code, f"{email} appeared while being created; looking again",
-                                      retry_after=2.0) from exc
-        return True
-    if found.description != description:
-        raise Stall("InvokerAccountTaken", f"service account {email} exists but was not created for this "
-                    "TGIService; it is neither used nor deleted")
-    return False
-
-
-async def _delete_invoker_account(obj: ObjectRef, project: str, email: str, accounts: ServiceAccounts) -> None:
-    found = await accounts.get(project, email)
-    if found is not None and found.description == invoker_account_description(obj.namespace, obj.name):
-        await accounts.delete(project, email)
 
 
 async def _probe(service: run_v2.Service, previous: TGIServiceStatus, probe: ModelProbe) -> ProbeResult:
@@ -397,9 +347,10 @@ async def finalize(obj: ObjectRef, adapters: Adapters, settings: Settings) -> li
     sa_email = invoker_service_account(obj.namespace, obj.name, where.project)
     recorded = parse_members(observed.annotations.get(INVOKERS_ANNOTATION) if observed else None)
     if f"serviceAccount:{sa_email}" in recorded or obj.status.get("invokerServiceAccount"):
-        await _delete_invoker_account(obj, where.project, sa_email, adapters.accounts)
+        await delete_invoker_account(obj.namespace, obj.name, where.project, sa_email, adapters.accounts)
     if observed is not None:
-        await adapters.services.delete(where.name)
+        if not _being_deleted(observed):  # a second delete of a deleting service would only repeat the operation
+            await adapters.services.delete(where.name)
         if await adapters.services.get(where.name) is not None:  # the delete is a long-running operation
             raise TransientCloudError("DELETING", f"{where.name} is being deleted", retry_after=5.0)
     return [Event("Normal", "Deleted", f"deleted Cloud Run service {where.name}")]

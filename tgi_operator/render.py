@@ -12,8 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from google.cloud import run_v2
+from google.protobuf import duration_pb2
 
-from tgi_operator.models import CONTAINER_PORT, TGIServiceSpec
+from tgi_operator.gpus import GPU_TYPES
+from tgi_operator.models import CONTAINER_PORT, TGIServiceSpec, duration_seconds
 from tgi_operator.naming import DEFAULT_CLUSTER, invoker_account_id, owner_labels, service_id
 
 CONTAINER_NAME = "tgi"
@@ -157,6 +159,7 @@ def render_service(
             min_instance_count=spec.scaling.min_instances, max_instance_count=spec.scaling.max_instances
         ),
         max_instance_request_concurrency=spec.scaling.concurrency,
+        timeout=duration_pb2.Duration(seconds=duration_seconds(spec.request_timeout)),
         service_account=spec.service_account or "",
         node_selector=run_v2.NodeSelector(accelerator=resources.gpu.type.value),
         gpu_zonal_redundancy_disabled=not resources.gpu.zonal_redundancy,
@@ -171,10 +174,19 @@ def render_service(
         },
         ingress=run_v2.IngressTraffic.INGRESS_TRAFFIC_ALL,
         invoker_iam_disabled=False,  # every request is checked against run.invoker
+        # A preview GPU type needs the service to opt in to BETA features (gcloud beta run deploy does the same).
+        launch_stage=GPU_TYPES[resources.gpu.type.value].launch_stage,
         template=template,
+        scaling=_service_scaling(spec),
     )
-    if spec.suspend:
-        # Manual scaling to zero instances: explicit, unlike max_instance_count=0 which proto3 reads as "unset".
-        service.scaling = run_v2.ServiceScaling(scaling_mode=run_v2.ServiceScaling.ScalingMode.MANUAL, manual_instance_count=0)
     return service
+
+
+def _service_scaling(spec: TGIServiceSpec) -> run_v2.ServiceScaling:
+    """Always explicit: an update without a scaling mode keeps the stored one, so a resumed service would stay at zero.
+    Suspended: manual scaling to zero instances (max_instance_count=0 would read as "unset" in proto3)."""
+    mode = run_v2.ServiceScaling.ScalingMode
+    if spec.suspend:
+        return run_v2.ServiceScaling(scaling_mode=mode.MANUAL, manual_instance_count=0)
+    return run_v2.ServiceScaling(scaling_mode=mode.AUTOMATIC)
 

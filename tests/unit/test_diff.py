@@ -6,10 +6,12 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from google.api import launch_stage_pb2
 from google.cloud import run_v2
+from google.protobuf import duration_pb2
 from google.protobuf import duration_pb2, timestamp_pb2
 
-from tgi_operator.diff import copy, diff, merge_for_update, without_owner
+from tgi_operator.diff import copy, diff, merge_for_update, with_annotation, without_owner
 from tgi_operator.models import parse_spec
 from tgi_operator.naming import is_owned_by
 from tgi_operator.render import INVOKERS_ANNOTATION, render_service, target
@@ -224,7 +226,12 @@ CHANGES: list[tuple[str, Callable[[run_v2.Service], None], str]] = [
         _set(lambda s: _container(s).startup_probe, "failure_threshold", 3),
         "template.containers[0].startupProbe",
     ),
-    ("suspended by someone", _suspend, "suspended"),
+    ("suspended by someone", _suspend, "scaling"),
+    ("manual scaling with instances", lambda s: setattr(s, "scaling", run_v2.ServiceScaling(
+        scaling_mode=run_v2.ServiceScaling.ScalingMode.MANUAL, manual_instance_count=2)), "scaling"),
+    ("request timeout", lambda s: setattr(s.template, "timeout", duration_pb2.Duration(seconds=60)), "template.timeout"),
+    ("request timeout unset", lambda s: s.template._pb.ClearField("timeout"), "template.timeout"),
+    ("launch stage", _set(lambda s: s, "launch_stage", launch_stage_pb2.LaunchStage.BETA), "launchStage"),
     ("invokers annotation changed", _invokers_annotation("group:ml@example.com"), "annotations"),
     ("invokers annotation removed", _invokers_annotation(None), "annotations"),
     ("extra container", _extra_container, "template.containers"),
@@ -242,16 +249,35 @@ def test_each_owned_field_that_changed_is_named(change: Callable[[run_v2.Service
     assert diff(desired, observed) == [field]
 
 
+def test_an_unspecified_scaling_mode_or_launch_stage_is_cloud_runs_default_not_a_difference() -> None:
+    """Reads may leave them unset: comparing them literally would update the service at every pass."""
+    desired = desired_service()
+    observed = as_read_back(desired)
+    observed.scaling = run_v2.ServiceScaling()
+    observed.launch_stage = launch_stage_pb2.LaunchStage.LAUNCH_STAGE_UNSPECIFIED
+    assert diff(desired, observed) == []
+
+
+def test_metadata_only_updates_never_resend_a_revision_name() -> None:
+    """Cloud Run refuses a revision name it has with another configuration (409); an unset name keeps the template."""
+    observed = as_read_back(desired_service())
+    observed.template.revision = "team-a-llama-8b-custom"
+    assert with_annotation(observed, INVOKERS_ANNOTATION, "user:a@example.com").template.revision == ""
+    assert without_owner(observed).template.revision == ""
+    assert merge_for_update(desired_service(), observed).template.revision == ""
+    assert observed.template.revision == "team-a-llama-8b-custom"  # input untouched
+
+
 def test_unsuspending_is_a_difference() -> None:
     desired = desired_service(suspend=False)
     observed = as_read_back(desired_service(suspend=True))
-    assert diff(desired, observed) == ["suspended"]
+    assert diff(desired, observed) == ["scaling"]
 
 
 def test_suspending_is_a_difference() -> None:
     desired = desired_service(suspend=True)
     observed = as_read_back(desired_service(suspend=False))
-    assert diff(desired, observed) == ["suspended"]
+    assert diff(desired, observed) == ["scaling"]
 
 
 def test_automatic_scaling_filled_in_by_the_server_is_not_suspended() -> None:
@@ -331,7 +357,6 @@ def test_without_owner_releases_the_service_and_keeps_everything_else() -> None:
     assert not is_owned_by(dict(released.labels), NAMESPACE, NAME)
     assert dict(released.labels) == {"cost-center": "ml-research"}  # reserved keys dropped: v2 refuses them
     assert dict(released.annotations) == {"team.example.com/owner": "alice"}
-    assert released.template == observed.template  # no new revision: the template is untouched
     # the rest of the service is what it was: it keeps running and serving as before
     assert released.template.containers == observed.template.containers
     assert released.template.scaling == observed.template.scaling

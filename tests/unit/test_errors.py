@@ -52,3 +52,55 @@ def test_field_violations_name_the_field() -> None:
 def test_a_violation_already_in_the_message_is_not_repeated() -> None:
     text = "service.template.containers[0].resources.limits.cpu: must be at least 4 with nvidia-l4"
     assert classify(gexc.InvalidArgument(text, details=[BAD_CPU])).message == text
+
+
+# -- refusals a real project meets first (quota, disabled APIs, IAM permissions) ---------------------------------
+
+GPU_QUOTA_TEXT = (
+    "Max instances must be set to 3 or fewer in order to set GPU requirements. Quota exceeded for total allowable "
+    "count of GPUs per project per region. To request quota: g.co/cloudrun/gpu-quota\n\nQuota violated:\n"
+    "NvidiaL4GpuAllocNoZonalRedundancyPerProjectRegion requested: 4 allowed: 3"
+)
+
+
+def test_a_gpu_quota_refusal_has_its_own_reason_with_the_numbers_and_where_to_ask() -> None:
+    result = classify(gexc.InvalidArgument(GPU_QUOTA_TEXT))
+    assert isinstance(result, PermanentCloudError)
+    assert result.reason == "GpuQuotaExceeded"  # not InvalidSpec: the spec is fine, the project lacks quota
+    for needed in ("NvidiaL4GpuAllocNoZonalRedundancyPerProjectRegion", "needs 4", "use 3",
+                   "spec.scaling.maxInstances to 3 or fewer", "https://g.co/cloudrun/gpu-quota", "resync"):
+        assert needed in result.message
+
+
+def test_no_gpu_quota_at_all_says_which_pool() -> None:
+    text = ("You do not have quota for using GPUs without zonal redundancy. Learn more about GPU zonal redundancy: "
+            "g.co/cloudrun/gpu-redundancy-help")
+    result = classify(gexc.InvalidArgument(text))
+    assert result.reason == "GpuQuotaExceeded"
+    assert "without zonal redundancy" in result.message and "zonalRedundancy to true" in result.message
+
+
+def test_other_invalid_arguments_stay_invalid_spec() -> None:
+    assert classify(gexc.InvalidArgument("Quota violated: CpuAllocPerProjectRegion requested: 1 allowed: 0")).reason == "InvalidSpec"
+
+
+def _disabled(service: str, project: str) -> gexc.PermissionDenied:
+    info = error_details_pb2.ErrorInfo(reason="SERVICE_DISABLED", domain="googleapis.com",
+                                       metadata={"service": service, "consumer": f"projects/{project}"})
+    return gexc.PermissionDenied(f"Cloud Run Admin API has not been used in project {project} before or it is "
+                                 "disabled.", details=[info])
+
+
+def test_a_disabled_api_names_the_api_and_the_command_that_enables_it() -> None:
+    result = classify(_disabled("run.googleapis.com", "my-project"))
+    assert isinstance(result, PermanentCloudError)
+    assert result.reason == "ApiNotEnabled"
+    assert "gcloud services enable run.googleapis.com --project my-project" in result.message
+
+
+def test_an_iam_permission_denial_carries_the_permission() -> None:
+    info = error_details_pb2.ErrorInfo(reason="IAM_PERMISSION_DENIED", domain="iam.googleapis.com",
+                                       metadata={"permission": "iam.serviceaccounts.actAs"})
+    result = classify(gexc.PermissionDenied("Permission 'iam.serviceaccounts.actAs' denied on service account x "
+                                            "(or it may not exist).", details=[info]))
+    assert (result.reason, result.permission) == ("PermissionDenied", "iam.serviceaccounts.actAs")

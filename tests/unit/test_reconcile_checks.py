@@ -49,7 +49,7 @@ def test_a_valid_stored_spec_is_parsed() -> None:
         (spec_with(env=[{"name": "PORT", "value": "9000"}]), "spec.env[0].name", "env name must not be"),
         (spec_with(replicas=2), "spec.replicas", "not permitted"),
         (spec_with(access={"invokers": ["allUsers"]}), "spec.access.invokers[0]", "set access.public: true"),
-        (spec_with(resources={"cpu": "8.5"}), "spec.resources", "whole number"),
+        (spec_with(resources={"cpu": "8.5"}), "spec.resources", "one of 4, 6, 8"),
         (spec_with(resources={"memory": "64Gi"}), "spec.resources", "memory must be between 16Gi and 32Gi"),
         (spec_with(scaling={"minInstances": 4, "maxInstances": 3}), "spec.scaling", "minInstances must not exceed maxInstances"),
         (spec_with(region="us-west1"), "spec", "region must be one that offers nvidia-l4"),
@@ -188,3 +188,18 @@ def test_a_changed_target_stalls_instead_of_orphaning_the_service() -> None:
         check_same_target("projects/old-project/locations/us-central1/services/team-a-llama", where)
     assert stall.value.problem.reason == "TargetChanged"
     assert "projects/old-project" in stall.value.problem.message
+
+
+def test_explain_turns_an_act_as_refusal_into_a_runtime_identity_problem() -> None:
+    from tgi_operator.errors import PermanentCloudError
+    from tgi_operator.reconcile import explain
+
+    refusal = PermanentCloudError("PERMISSION_DENIED", "Permission 'iam.serviceaccounts.actAs' denied on service "
+                                  "account rt@p.iam.gserviceaccount.com (or it may not exist).",
+                                  reason="PermissionDenied", permission="iam.serviceaccounts.actAs")
+    problem = explain(refusal, "rt@p.iam.gserviceaccount.com")
+    assert problem.reason == "RuntimeServiceAccountNotUsable"
+    assert "spec.serviceAccount: rt@p.iam.gserviceaccount.com" in problem.message
+    assert "roles/iam.serviceAccountUser" in problem.message
+    other = explain(PermanentCloudError("INVALID_ARGUMENT", "bad", reason="InvalidSpec"), None)
+    assert (other.reason, other.message) == ("InvalidSpec", "Cloud Run: bad")

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 import yaml
+from google.api import launch_stage_pb2
 from google.cloud import run_v2
 
 from tgi_operator.models import DEFAULT_IMAGE, parse_spec
@@ -85,7 +86,10 @@ def test_the_seed_sample_renders_exactly_the_seed_gcloud_settings() -> None:
     assert template.scaling.max_instance_count == 3  # --max-instances
     assert template.scaling.min_instance_count == 0
     assert template.max_instance_request_concurrency == 64  # --concurrency
-    assert "scaling" not in service  # not suspended: Cloud Run's automatic scaling
+    # Not suspended: automatic scaling, said explicitly (an update without a mode keeps a suspended service at zero).
+    assert service.scaling == run_v2.ServiceScaling(scaling_mode=run_v2.ServiceScaling.ScalingMode.AUTOMATIC)
+    assert template.timeout.total_seconds() == 300  # Cloud Run's default request timeout, owned
+    assert service.launch_stage == launch_stage_pb2.LaunchStage.GA  # the L4 is GA: no beta features needed
     assert service.ingress == run_v2.IngressTraffic.INGRESS_TRAFFIC_ALL
     assert service.invoker_iam_disabled is False  # --no-allow-unauthenticated: run.invoker is checked
     members = invoker_members(NAMESPACE, "llama-3-1-8b-awq", spec, where.project)
@@ -201,7 +205,15 @@ def test_extra_env_is_passed_in_order_with_the_token_reference() -> None:
             and s.scaling.manual_instance_count == 0
             and s.template.scaling.max_instance_count == 3,  # the rest of the configuration is kept
         ),
-        ({"suspend": False}, lambda s: "scaling" not in s),
+        ({"suspend": False}, lambda s: s.scaling.scaling_mode == run_v2.ServiceScaling.ScalingMode.AUTOMATIC
+         and "manual_instance_count" not in s.scaling),
+        ({"requestTimeout": "1h"}, lambda s: s.template.timeout.total_seconds() == 3600),
+        ({"requestTimeout": "15m30s"}, lambda s: s.template.timeout.total_seconds() == 930),
+        (
+            {"resources": {"cpu": 20, "memory": "80Gi", "gpu": {"type": "nvidia-rtx-pro-6000"}}},
+            lambda s: s.launch_stage == launch_stage_pb2.LaunchStage.BETA  # a preview GPU needs BETA
+            and s.template.node_selector.accelerator == "nvidia-rtx-pro-6000",
+        ),
         ({"image": "registry.example/tgi:3.0.1"}, lambda s: s.template.containers[0].image == "registry.example/tgi:3.0.1"),
         (
             {"region": "europe-west4", "resources": {"cpu": 4, "memory": "16Gi"}},
@@ -220,10 +232,9 @@ def test_spec_fields_render_to_service_fields(overrides: dict[str, Any], check: 
         ("8", "32Gi", "8", "32Gi"),
         (8, "32768Mi", "8", "32Gi"),
         ("8000m", 34359738368, "8", "32Gi"),
-        ("6", "33554432Ki", "6", "32Gi"),
-        ("4", "24576Mi", "4", "24Gi"),
-        ("4", "20000Mi", "4", "20000Mi"),  # not a whole number of Gi: the largest exact unit
-        ("5", "0.0234375Ti", "5", "24Gi"),
+        ("6", "25165824Ki", "6", "24Gi"),
+        ("6", "20000Mi", "6", "20000Mi"),  # not a whole number of Gi: the largest exact unit
+        ("6000m", "0.0234375Ti", "6", "24Gi"),
         ("4", "17179869184", "4", "16Gi"),
     ],
 )

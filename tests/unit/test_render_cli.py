@@ -103,7 +103,7 @@ def test_spec_project_wins_over_the_project_option_as_in_the_operator() -> None:
         ("  region: us-central1\n  model: {id: not-a-repo-id}\n", ["spec.model.id: model.id must be a Hugging Face repository id"]),
         ("  region: us-central1\n  model: {id: a/b}\n  scaling: {concurrency: 0}\n",
          ["spec.scaling.concurrency: Input should be greater than or equal to 1"]),
-        ("  region: us-central1\n  model: {id: a/b}\n  resources: {cpu: 2}\n", ["spec.resources: cpu must be between 4 and 8"]),
+        ("  region: us-central1\n  model: {id: a/b}\n  resources: {cpu: 2}\n", ["spec.resources: cpu must be one of 4, 6, 8 with an nvidia-l4 GPU"]),
         ("  region: mars-north1\n  model: {id: a/b}\n", ["spec: region must be one that offers nvidia-l4 GPUs"]),
         ("  model: {id: a/b}\n  replicas: 2\n", ["spec.region: Field required", "spec.replicas: Extra inputs are not permitted"]),
     ],

@@ -1,0 +1,148 @@
+"""Who may call the service: the run.invoker members one TGIService owns, and its invoker service account.
+
+IAM as it really answers (sources in the emulator's ledger):
+- A service account that does not exist reads as PERMISSION_DENIED "... denied on resource (or it may not exist)",
+  even for an owner (documented for `gcloud iam service-accounts describe`); sometimes as NOT_FOUND. Neither proves
+  it is missing, and neither proves a missing permission: creating it decides (ALREADY_EXISTS: it exists).
+- Reads are eventually consistent: a new account stays invisible to reads and to policy bindings ("Service account
+  X does not exist.") for up to a minute or more after its creation. That is a wait, never a stall.
+- An organization policy (constraints/iam.allowedPolicyMemberDomains) refuses a whole SetIamPolicy with
+  FAILED_PRECONDITION and does not say which member: members are then granted one at a time, and the refused ones
+  are reported by name while the others (and the service) carry on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from google.cloud import iam_admin_v1
+
+from tgi_operator.cloudrun import CloudRunServices
+from tgi_operator.errors import PermanentCloudError, Stall, TransientCloudError
+from tgi_operator.iam import ServiceAccounts
+from tgi_operator.invokers import granted, invoker_members_of, parse_members, revoked
+from tgi_operator.models import TGIServiceSpec
+from tgi_operator.naming import invoker_account_id
+from tgi_operator.render import (
+    Target,
+    invoker_account_description,
+    invoker_account_display_name,
+    invoker_members,
+    invoker_service_account,
+)
+
+ORG_POLICY_REFUSAL = "do not belong to a permitted customer"  # FAILED_PRECONDITION of domain restricted sharing
+
+
+@dataclass
+class Access:
+    """What the IAM side of a pass achieved."""
+
+    invoker_service_account: str | None = None  # the invoker account's email, while the spec asks for one
+    refused: list[str] = field(default_factory=list)  # members an organization policy does not allow
+
+
+async def apply_invokers(
+    namespace: str, name: str, spec: TGIServiceSpec, where: Target, recorded_annotation: str | None,
+    had_invoker_account: bool, services: CloudRunServices, accounts: ServiceAccounts,
+) -> Access:
+    """Revoke the members this object dropped, then grant the ones it wants; create or delete its invoker account.
+    `recorded_annotation`: the members this object granted (kept on the service); `had_invoker_account`: the
+    status says this object made its invoker account."""
+    recorded = parse_members(recorded_annotation)
+    desired = set(invoker_members(namespace, name, spec, where.project))
+    sa_email = invoker_service_account(namespace, name, where.project)
+    sa_member = f"serviceAccount:{sa_email}"
+    if sa_member in desired:
+        await ensure_invoker_account(namespace, name, where.project, sa_email, accounts)
+    policy = await services.get_iam_policy(where.name)
+    without_dropped = revoked(policy, recorded, desired)
+    if without_dropped is not None:
+        policy = await services.set_iam_policy(where.name, without_dropped)
+    refused: list[str] = []
+    with_wanted = granted(policy, desired)
+    if with_wanted is not None:
+        try:
+            await services.set_iam_policy(where.name, with_wanted)
+        except PermanentCloudError as exc:
+            if sa_member in desired and sa_member not in invoker_members_of(policy) and sa_email in exc.message:
+                raise TransientCloudError(exc.code, f"the invoker account is not visible to IAM yet (IAM reads are "
+                                          f"eventually consistent): {exc.message}", retry_after=10.0) from exc
+            if ORG_POLICY_REFUSAL not in exc.message:
+                raise
+            refused = await _grant_one_by_one(services, where.name, policy, desired - invoker_members_of(policy))
+    if sa_member not in desired and (sa_member in recorded or had_invoker_account):
+        await delete_invoker_account(namespace, name, where.project, sa_email, accounts)
+    return Access(sa_email if sa_member in desired else None, refused)
+
+
+async def _grant_one_by_one(services: CloudRunServices, resource: str, policy, members: set[str]) -> list[str]:
+    """Grant each member on its own, so the ones an organization policy allows are granted; returns the refused."""
+    refused = []
+    for member in sorted(members):
+        try:
+            policy = await services.set_iam_policy(resource, granted(policy, {member}) or policy)
+        except PermanentCloudError as exc:
+            if ORG_POLICY_REFUSAL not in exc.message:
+                raise
+            refused.append(member)
+    return refused
+
+
+def refused_problem(refused: list[str]) -> tuple[str, str]:
+    return ("InvokerRefused", f"access: {', '.join(refused)} refused by an organization policy "
+            "(constraints/iam.allowedPolicyMemberDomains allows only members of permitted customers); the service "
+            "serves the other invokers. Remove the member from the spec, or ask for the policy to allow it")
+
+
+async def find_account(accounts: ServiceAccounts, project: str, email: str) -> iam_admin_v1.ServiceAccount | None:
+    """The account, or None when IAM does not show it: NOT_FOUND, or PERMISSION_DENIED "(or it may not exist)"
+    (a missing account, one still propagating, or a permission the operator lacks: the next write tells)."""
+    try:
+        return await accounts.get(project, email)
+    except PermanentCloudError as exc:
+        if exc.code == "PERMISSION_DENIED" and exc.reason != "ApiNotEnabled":
+            return None
+        raise
+
+
+async def ensure_invoker_account(namespace: str, name: str, project: str, email: str, accounts: ServiceAccounts) -> None:
+    """Get-or-create (a read per pass, a write only when IAM does not show it). An account with this id that lacks
+    our description was made by someone else: never used, never deleted."""
+    description = invoker_account_description(namespace, name)
+    found = await find_account(accounts, project, email)
+    if found is None:
+        try:
+            await accounts.create(project, invoker_account_id(namespace, name),
+                                  invoker_account_display_name(namespace, name), description)
+        except PermanentCloudError as exc:
+            if exc.code == "ALREADY_EXISTS":  # it exists; IAM reads lag behind a create by up to a minute
+                raise TransientCloudError(exc.code, f"{email} exists but IAM does not show it yet (reads are "
+                                          "eventually consistent after a create); looking again", retry_after=5.0) from exc
+            if exc.code == "PERMISSION_DENIED" and exc.reason != "ApiNotEnabled":
+                raise Stall("PermissionDenied", f"the operator may not create the invoker service account {email} "
+                            f"(access.createInvokerServiceAccount): grant it roles/iam.serviceAccountAdmin on project "
+                            f"{project}, or set createInvokerServiceAccount: false. IAM: {exc.message}") from exc
+            raise
+        return
+    if found.description != description:
+        raise Stall("InvokerAccountTaken", f"service account {email} exists but was not created for this "
+                    "TGIService; it is neither used nor deleted")
+
+
+async def delete_invoker_account(namespace: str, name: str, project: str, email: str, accounts: ServiceAccounts) -> None:
+    """Delete the invoker account this object made (the caller has the evidence: its record or its status)."""
+    found = await find_account(accounts, project, email)
+    if found is not None:
+        if found.description == invoker_account_description(namespace, name):
+            await accounts.delete(project, email)
+        return
+    # IAM does not show it: gone already, or made moments ago and not visible yet. Delete by name either way.
+    try:
+        await accounts.delete(project, email)  # False (NOT_FOUND): gone
+    except PermanentCloudError as exc:
+        if exc.code != "PERMISSION_DENIED" or exc.reason == "ApiNotEnabled":
+            raise
+        # A 403 hides whether it exists: the project's list of accounts says (and needs no more than the operator's role).
+        if email.lower() in await accounts.list_emails(project):
+            raise
