@@ -67,7 +67,7 @@ async def apply_invokers(
         except PermanentCloudError as exc:
             if sa_member in desired and sa_member not in invoker_members_of(policy) and sa_email in exc.message:
                 raise TransientCloudError(exc.code, f"the invoker account is not visible to IAM yet (IAM reads are "
-                                          f"eventually consistent): {exc.message}", retry_after=10.0) from exc
+                                          f"eventually consistent): {exc.message}", retry_after=3.0) from exc
             if ORG_POLICY_REFUSAL not in exc.message:
                 raise
             refused = await _grant_one_by_one(services, where.name, policy, desired - invoker_members_of(policy))

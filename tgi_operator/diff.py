@@ -137,9 +137,10 @@ def merge_for_update(desired: run_v2.Service, observed: run_v2.Service) -> run_v
 
 
 def _resendable(observed: run_v2.Service) -> run_v2.Service:
-    """The observed service as it can be sent back: without Cloud Run's reserved metadata, and without the
-    revision name someone may have set (resending it is refused: "Revision named ... with different
-    configuration already exists"; unset, Cloud Run keeps the template's revision and makes no new one)."""
+    """The observed service as it can be sent back: without Cloud Run's reserved metadata, and without a
+    revision name someone may have set. Resending a name risks 409 "Revision named ... with different configuration
+    already exists" forever; unset, Cloud Run names the revision itself. (Where someone had named the serving
+    revision, that may roll out one new revision, the stricter reading the emulator follows: see its ledger.)"""
     update = copy(observed)
     _drop_reserved(update.labels)
     _drop_reserved(update.annotations)

@@ -67,7 +67,8 @@ GPU_TYPES: dict[str, GpuType] = {
         ),
         GpuType(
             name="nvidia-rtx-pro-6000",
-            regions=("us-central1", "europe-west4", "asia-southeast1", "asia-south2"),
+            # Public deployments show these two; the documentation's list is not in our sources (the stricter answer).
+            regions=("us-central1", "europe-west4"),
             # Preview: the documented floor is 20 vCPU / 80 GiB. Larger shapes are not documented; until they are,
             # only the documented one is offered (the stricter answer).
             cpu_choices=(20,),

@@ -164,7 +164,7 @@ async def apply(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, retry: int,
     outcome = await _pass(body, patch, memo, redeploy_failed=True, when_due=False)
     if outcome and outcome.transient:
         exc = outcome.transient
-        raise kopf.TemporaryError(f"Cloud Run is unavailable, retrying: {exc}",
+        raise kopf.TemporaryError(f"not done yet, retrying: {exc}",
                                   delay=exc.retry_after or _backoff(retry + 1, CONFIG.poll_max_seconds))
 
 
@@ -174,7 +174,7 @@ async def poll(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logger: kopf
         return  # cheap early exit; _pass checks again under the lock
     outcome = await _pass(body, patch, memo, redeploy_failed=memo.get("redeploy_failed", False), when_due=True)
     if outcome and outcome.transient:
-        logger.warning("Cloud Run is unavailable (%s); next check in %.0fs",
+        logger.warning("not done yet (%s); next check in %.0fs",
                        outcome.transient, memo.next_check - time.monotonic())
 
 

@@ -162,9 +162,12 @@ async def reconcile(
         desired = render_service(obj.namespace, obj.name, spec, where, settings.cluster_name)
         observed = await _observe(obj, where, adapters.services, settings)
         if observed is None and previous.service_name != where.name:
-            # Write the intent down before acting: whatever happens next, deletion knows what to clean up.
+            # Write the intent down before acting: whatever happens next, deletion knows what to clean up. The
+            # first status already says Reconciling, so no reader takes a new object for a finished one.
             status.service_name = where.name
-            return Outcome(status, cond.assess(None), events, again=True)
+            assessment = cond.assess(None)
+            status.conditions = cond.conditions(assessment, obj.generation, previous.conditions, now)
+            return Outcome(status, assessment, events, again=True)
         status.service_name = where.name
         if observed is None:
             await _create(where, desired, adapters.services)
@@ -186,6 +189,8 @@ async def reconcile(
         problem = explain(exc, runtime_identity)
     except TransientCloudError as exc:
         kept = previous.model_copy(update={"service_name": status.service_name})  # only what must not be lost
+        if not kept.conditions:  # never observed yet: on its way, not finished
+            kept.conditions = cond.conditions(cond.assess(None), obj.generation, [], now)
         return Outcome(kept, None, events, transient=exc)
 
     assessment = cond.assess(service, problem=problem, wrote=wrote, suspended=suspended, probe=probe,

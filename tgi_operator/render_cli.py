@@ -161,7 +161,7 @@ def to_yaml(rendered: list[Rendered]) -> str:
 async def validate(rendered: list[Rendered], endpoint: str | None, timeout: float) -> list[str]:
     """Ask Cloud Run to check each service (validate_only: nothing is created); one problem line per refusal."""
     from tgi_operator.cloudrun import CloudRunServices, services_client
-    from tgi_operator.errors import CloudError, TransientCloudError
+    from tgi_operator.errors import PermanentCloudError, TransientCloudError
 
     services = CloudRunServices(services_client(endpoint), timeout=timeout)
     problems = []
@@ -172,8 +172,9 @@ async def validate(rendered: list[Rendered], endpoint: str | None, timeout: floa
                 await services.validate(item.target.parent, item.target.service_id, item.service)
             except TransientCloudError as exc:
                 problems.append(f"{title}: could not validate: {exc}")
-            except CloudError as exc:
-                problems.append(f"{title}: Cloud Run refused it: {exc}")
+            except PermanentCloudError as exc:  # GPU quota and a disabled API have reasons of their own, that say what to do
+                label = exc.reason if exc.reason in ("GpuQuotaExceeded", "ApiNotEnabled") else exc.code
+                problems.append(f"{title}: Cloud Run refused it: {label}: {exc.message}")
             except asyncio.TimeoutError:
                 problems.append(f"{title}: could not validate: no answer within {timeout} s")
             else:

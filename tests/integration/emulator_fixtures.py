@@ -3,16 +3,18 @@
 Import them into a test module: `from emulator_fixtures import *  # noqa: F403` (pytest puts this
 folder on sys.path), or pick names.
 
-- `emulator`: an Emulator on a background thread (own event loop), reconcile 0.2 s, fresh per test.
+- `emulator`: an Emulator on a background thread (own event loop), reconcile 0.2 s, IAM propagation 0.5 s, fresh per test.
 - `run_client` / `run_async_client`: google-cloud-run ServicesClient / ServicesAsyncClient on it.
 - `iam_client`: google-cloud-iam IAMClient on it.
 - `admin`: an AdminApi (requests) for the emulator's /emulator/v1 HTTP API.
 - `emulator_process`: a `tgi-operator emulator` subprocess (waits for its JSON ready line).
+- `wait_for_account(iam, email)`: poll GetServiceAccount until a new account is visible (IAM is eventually consistent).
 - `seed_service()`: the seed's GPU service (Llama 3.1 8B AWQ on one L4, 8 CPU, 32 GiB, concurrency 64, 3 instances).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -22,6 +24,7 @@ from typing import Any
 import grpc
 import pytest
 import requests
+from google.api_core import exceptions as gexc
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import iam_admin_v1, run_v2
 from google.cloud.iam_admin_v1.services.iam.transports import IAMGrpcTransport
@@ -39,7 +42,7 @@ MODEL = "hugging-quants/Meta-Llama-3.1-8B-Instruct-AWQ-INT4"
 
 __all__ = [
     "PROJECT", "REGION", "PARENT", "OPERATOR", "MODEL", "AdminApi", "SyncClients", "seed_service", "service_name",
-    "sync_clients",
+    "sync_clients", "wait_for_account",
     "emulator", "run_client", "run_async_client", "iam_client", "admin", "emulator_process",
 ]  # fmt: skip
 
@@ -120,6 +123,24 @@ class AdminApi:
     def services(self) -> Any:
         return self._call("GET", "/services")
 
+    def set_iam_propagation_seconds(self, seconds: float) -> Any:
+        return self._call("PUT", "/iam-propagation-seconds", {"seconds": seconds})
+
+    def deny_iam(self, permissions: list[str]) -> Any:
+        return self._call("PUT", "/iam-denied", {"permissions": permissions})
+
+    def set_act_as(self, email: str, allowed: bool) -> Any:
+        return self._call("PUT", "/act-as", {"email": email, "allowed": allowed})
+
+    def set_api(self, service: str, enabled: bool, project: str = PROJECT) -> Any:
+        return self._call("PUT", "/apis", {"project": project, "service": service, "enabled": enabled})
+
+    def set_allowed_domains(self, domains: list[str] | None, project: str = PROJECT) -> Any:
+        return self._call("PUT", "/org-policy", {"project": project, "allowedDomains": domains})
+
+    def set_group(self, group: str, members: list[str]) -> Any:
+        return self._call("PUT", "/groups", {"group": group, "members": members})
+
 
 @dataclass
 class SyncClients:
@@ -140,9 +161,24 @@ def sync_clients(endpoint: str) -> Iterator[SyncClients]:
         channel.close()
 
 
+def wait_for_account(iam: iam_admin_v1.IAMClient, email: str, timeout: float = 30.0) -> iam_admin_v1.ServiceAccount:
+    """GetServiceAccount until the account is visible, as clients of the real IAM must (reads are eventually
+    consistent: a new account is PERMISSION_DENIED for a while)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return iam.get_service_account(name=f"projects/-/serviceAccounts/{email}", retry=None)
+        except gexc.PermissionDenied:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
 @pytest.fixture
 def emulator() -> Iterator[Emulator]:
-    config = EmulatorConfig(reconcile_seconds=0.2, identity=OPERATOR, project_roles={OPERATOR: {"roles/run.admin"}})
+    config = EmulatorConfig(
+        reconcile_seconds=0.2, iam_propagation_seconds=0.5, identity=OPERATOR, project_roles={OPERATOR: {"roles/run.admin"}}
+    )
     with EmulatorThread(config) as emu:
         yield emu
 

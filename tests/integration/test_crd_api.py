@@ -89,15 +89,19 @@ INVALID: list[tuple[str, dict[str, Any], str, str]] = [
     ("unknown GPU type", {"resources": {"gpu": {"type": "nvidia-a100"}}}, "spec.resources.gpu.type", '"nvidia-l4"'),
     ("two GPUs", {"resources": {"gpu": {"count": 2}}}, "spec.resources.gpu.count", "less than or equal to 1"),
     ("zero GPUs", {"resources": {"gpu": {"count": 0}}}, "spec.resources.gpu.count", "greater than or equal to 1"),
-    ("cpu below the L4 minimum", {"resources": {"cpu": 2}}, "spec.resources.cpu", "between 4 and 8"),
-    ("cpu above the L4 maximum", {"resources": {"cpu": "10"}}, "spec.resources.cpu", "between 4 and 8"),
+    ("cpu below the L4 minimum", {"resources": {"cpu": 2}}, "spec.resources.cpu", "one of 4, 6, 8"),
+    ("cpu above the L4 maximum", {"resources": {"cpu": "10"}}, "spec.resources.cpu", "one of 4, 6, 8"),
+    ("cpu Cloud Run does not offer", {"resources": {"cpu": 5}}, "spec.resources.cpu", "one of 4, 6, 8"),
     ("cpu below the RTX minimum", {"region": "europe-west4", "resources": {"memory": "80Gi",
                                                                            "gpu": {"type": "nvidia-rtx-pro-6000"}}},
-     "spec.resources.cpu", "between 20 and 44"),
-    ("fractional cpu", {"resources": {"cpu": "4500m"}}, "spec.resources.cpu", "whole number"),
+     "spec.resources.cpu", "one of 20 with an nvidia-rtx-pro-6000"),
+    ("fractional cpu", {"resources": {"cpu": "4500m"}}, "spec.resources.cpu", "one of 4, 6, 8"),
+    ("4 vCPU with the default 32Gi", {"resources": {"cpu": 4}}, "spec.resources.memory", "must be 16Gi with 4 vCPU"),
+    ("more than 4Gi per vCPU", {"resources": {"cpu": 6, "memory": "25Gi"}}, "spec.resources.memory",
+     "between 16Gi and 24Gi with 6 vCPU"),
     ("cpu not a quantity", {"resources": {"cpu": "eight"}}, "spec.resources.cpu", "Kubernetes quantity"),
-    ("memory below the L4 minimum", {"resources": {"memory": "8Gi"}}, "spec.resources.memory", "between 16Gi and 32Gi"),
-    ("memory above the L4 maximum", {"resources": {"memory": "33Gi"}}, "spec.resources.memory", "between 16Gi and 32Gi"),
+    ("memory below the L4 minimum", {"resources": {"memory": "8Gi"}}, "spec.resources.memory", "between 16Gi and 32Gi with 8 vCPU"),
+    ("memory above the L4 maximum", {"resources": {"memory": "33Gi"}}, "spec.resources.memory", "between 16Gi and 32Gi with 8 vCPU"),
     ("memory in GB", {"resources": {"memory": "32GB"}}, "spec.resources.memory", "Kubernetes quantity"),
     ("concurrency 0", {"scaling": {"concurrency": 0}}, "spec.scaling.concurrency", "greater than or equal to 1"),
     ("concurrency 1001", {"scaling": {"concurrency": 1001}}, "spec.scaling.concurrency", "less than or equal to 1000"),
@@ -219,7 +223,7 @@ def test_kubectl_explain_shows_the_descriptions(cluster: KubeCluster, crd_instal
     ]:
         assert field in text and words in text, field
     explained = " ".join(cluster.kubectl("explain", "tgis.spec.resources.cpu").stdout.split())
-    assert "a whole number within the GPU type's bounds" in explained
+    assert "one Cloud Run offers with the GPU type (nvidia-l4: 4, 6 or 8" in explained
 
 
 @pytest.mark.parametrize(

@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 import requests
 from emulator_fixtures import *  # noqa: F403
-from emulator_fixtures import OPERATOR, PARENT, PROJECT, REGION, AdminApi, seed_service, service_name, sync_clients
+from emulator_fixtures import OPERATOR, PARENT, PROJECT, REGION, AdminApi, seed_service, service_name, sync_clients, wait_for_account
 from google.api_core import exceptions as gexc
 from google.cloud import iam_admin_v1, run_v2
+from google.rpc import error_details_pb2
 
 from tgi_operator.emulator.server import EmulatorConfig
 from tgi_operator.emulator.testing import EmulatorProcess, EmulatorThread
@@ -23,33 +24,44 @@ State = run_v2.Condition.State
 QUOTA_MESSAGE = "Quota exceeded for total allowable count of GPUs per project per region"
 
 
-def test_gpu_quota_fails_the_revision_until_raised(run_client: run_v2.ServicesClient, admin: AdminApi) -> None:
+def test_gpu_quota_is_checked_at_the_request_and_when_instances_start(run_client: run_v2.ServicesClient, admin: AdminApi) -> None:
     admin.set_quota(4, zonal_redundancy=False)
-    first = run_client.create_service(parent=PARENT, service=seed_service(max_instances=3), service_id="first").result(timeout=30)
-    assert first.terminal_condition.state == State.CONDITION_SUCCEEDED
-
-    # 3 GPUs in use + 3 more > 4: the create is accepted, then the revision fails asynchronously.
-    operation = run_client.create_service(parent=PARENT, service=seed_service(max_instances=3), service_id="second")
-    with pytest.raises(gexc.ResourceExhausted) as caught:
-        operation.result(timeout=30)
-    assert QUOTA_MESSAGE in caught.value.message
-    failed = run_client.get_service(name=service_name("second"))
-    assert failed.terminal_condition.state == State.CONDITION_FAILED
-    assert QUOTA_MESSAGE in failed.terminal_condition.message
-    assert "NvidiaL4GpuAllocNoZonalRedundancyPerProjectRegion requested: 6 allowed: 4" in failed.terminal_condition.message
-    assert failed.latest_created_revision and not failed.latest_ready_revision
-    assert not failed.reconciling and failed.observed_generation == failed.generation
-
-    # Zonal redundancy on is a separate quota.
-    zonal = run_client.create_service(parent=PARENT, service=seed_service(3, zonal_redundancy=True), service_id="zonal")
+    # Each service's own ceiling (max instances x GPUs) must fit; other services' ceilings do not add up.
+    for service_id in ("first", "second"):
+        created = run_client.create_service(parent=PARENT, service=seed_service(max_instances=3), service_id=service_id)
+        assert created.result(timeout=30).terminal_condition.state == State.CONDITION_SUCCEEDED
+    with pytest.raises(gexc.InvalidArgument) as refused:
+        run_client.create_service(parent=PARENT, service=seed_service(max_instances=5), service_id="big")
+    assert "Max instances must be set to 4 or fewer in order to set GPU requirements." in refused.value.message
+    assert "NvidiaL4GpuAllocNoZonalRedundancyPerProjectRegion requested: 5 allowed: 4" in refused.value.message
+    violations = [d for d in refused.value.details if isinstance(d, error_details_pb2.BadRequest)][0].field_violations
+    assert [v.field for v in violations] == ["service.template.scaling.max_instance_count"]
+    # Zonal redundancy on is a separate pool (default 10).
+    zonal = run_client.create_service(parent=PARENT, service=seed_service(5, zonal_redundancy=True), service_id="zonal")
     assert zonal.result(timeout=30).terminal_condition.state == State.CONDITION_SUCCEEDED
+
+    # What must run (min instances) counts across the pool when a revision starts: 2 + 3 > 4 fails asynchronously.
+    second = run_client.get_service(name=service_name("second"))
+    second.template.scaling.min_instance_count = 2
+    assert run_client.update_service(service=second).result(timeout=30).terminal_condition.state == State.CONDITION_SUCCEEDED
+    first = run_client.get_service(name=service_name("first"))
+    first.template.scaling.min_instance_count = 3
+    with pytest.raises(gexc.ResourceExhausted) as caught:
+        run_client.update_service(service=first).result(timeout=30)
+    assert QUOTA_MESSAGE in caught.value.message
+    failed = run_client.get_service(name=first.name)
+    assert failed.terminal_condition.state == State.CONDITION_FAILED
+    assert "NvidiaL4GpuAllocNoZonalRedundancyPerProjectRegion requested: 5 allowed: 4" in failed.terminal_condition.message
+    assert failed.latest_ready_revision == first.latest_ready_revision and failed.uri == first.uri  # the old one serves
+    assert failed.latest_created_revision.rsplit("/", 1)[-1].startswith("first-00002-")
+    assert not failed.reconciling and failed.observed_generation == failed.generation
 
     admin.set_quota(6, zonal_redundancy=False)
     failed.description = "retry with more quota"
     retried = run_client.update_service(service=failed).result(timeout=30)
     assert retried.terminal_condition.state == State.CONDITION_SUCCEEDED
     # A write after a failed revision makes a new one; the failed one is never resurrected.
-    assert retried.latest_ready_revision.rsplit("/", 1)[-1].startswith("second-00002-")
+    assert retried.latest_ready_revision.rsplit("/", 1)[-1].startswith("first-00003-")
 
 
 def test_failed_revision_keeps_the_previous_one_serving(run_client: run_v2.ServicesClient, admin: AdminApi) -> None:
@@ -124,6 +136,7 @@ def test_url_is_served_with_the_services_iam(
     created = run_client.create_service(parent=PARENT, service=seed_service(), service_id="served").result(timeout=30)
     assert requests.get(created.uri + "/health", timeout=10).status_code == 403
     app = iam_client.create_service_account(request={"name": f"projects/{PROJECT}", "account_id": "app-caller"}).email
+    wait_for_account(iam_client, app)
     as_app = {"Authorization": f"Bearer {admin.token(app, created.uri)}"}
     assert requests.get(created.uri + "/health", headers=as_app, timeout=10).status_code == 403
     as_operator = {"Authorization": f"Bearer {admin.token(OPERATOR, created.uri)}"}

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from emulator_fixtures import *  # noqa: F403
-from emulator_fixtures import OPERATOR, PARENT, PROJECT, seed_service, sync_clients
+from emulator_fixtures import OPERATOR, PARENT, PROJECT, seed_service, sync_clients, wait_for_account
 from google.api_core import exceptions as gexc
 from google.cloud import iam_admin_v1, run_v2
 from google.iam.v1 import iam_policy_pb2, policy_pb2
@@ -41,6 +41,7 @@ def test_policy_read_modify_write(
     run_client: run_v2.ServicesClient, iam_client: iam_admin_v1.IAMClient, service: run_v2.Service, emulator: Emulator
 ) -> None:
     iam_client.create_service_account(request={"name": f"projects/{PROJECT}", "account_id": APP_ID})
+    wait_for_account(iam_client, APP)
     policy = run_client.get_iam_policy(request={"resource": service.name})
     assert list(policy.bindings) == [] and policy.etag
     assert not emulator.services.may_invoke(service.name, APP)
@@ -98,9 +99,11 @@ def test_binding_a_service_account_that_does_not_exist_is_invalid(
 
     # An account of the same name in another project is another account.
     iam_client.create_service_account(request={"name": "projects/other-project", "account_id": APP_ID})
+    wait_for_account(iam_client, f"{APP_ID}@other-project.iam.gserviceaccount.com")
     with pytest.raises(gexc.InvalidArgument):
         run_client.set_iam_policy(request={"resource": service.name, "policy": policy})
     iam_client.create_service_account(request={"name": f"projects/{PROJECT}", "account_id": APP_ID})
+    wait_for_account(iam_client, APP)
     updated = run_client.set_iam_policy(request={"resource": service.name, "policy": policy})
     assert [(b.role, list(b.members)) for b in updated.bindings] == [
         ("roles/run.invoker", ["group:ml@example.com", f"serviceAccount:{APP}"]),
@@ -136,6 +139,7 @@ def test_members_the_policy_already_holds_are_not_checked_again(tmp_path: Path) 
         run, iam = clients.run, clients.iam
         created = run.create_service(parent=PARENT, service=seed_service(), service_id="kept").result(timeout=30)
         iam.create_service_account(request={"name": f"projects/{PROJECT}", "account_id": APP_ID})
+        wait_for_account(iam, APP)
         policy = _grant(run.get_iam_policy(request={"resource": created.name}), "roles/run.invoker", f"serviceAccount:{APP}")
         run.set_iam_policy(request={"resource": created.name, "policy": policy})
     document = json.loads(state_file.read_text())
@@ -196,17 +200,19 @@ def test_service_accounts(iam_client: iam_admin_v1.IAMClient, run_client: run_v2
     with pytest.raises(gexc.InvalidArgument):
         iam_client.create_service_account(request={"name": f"projects/{PROJECT}", "account_id": "No"})
 
+    assert wait_for_account(iam_client, email) == created
     assert iam_client.get_service_account(name=f"projects/-/serviceAccounts/{email}") == created
     assert iam_client.get_service_account(name=f"projects/{PROJECT}/serviceAccounts/{created.unique_id}") == created
     for i in range(3):
         iam_client.create_service_account(request={"name": f"projects/{PROJECT}", "account_id": f"extra-{i}x"})
+    wait_for_account(iam_client, f"extra-2x@{PROJECT}.iam.gserviceaccount.com")
     pager = iam_client.list_service_accounts(request={"name": f"projects/{PROJECT}", "page_size": 2})
     assert len(list(pager.pages)) == 2 and len(list(iam_client.list_service_accounts(name=f"projects/{PROJECT}"))) == 4
 
     policy = run_client.get_iam_policy(request={"resource": service.name})
     run_client.set_iam_policy(request={"resource": service.name, "policy": _grant(policy, "roles/run.invoker", f"serviceAccount:{email}")})
     iam_client.delete_service_account(name=created.name)
-    with pytest.raises(gexc.NotFound):
+    with pytest.raises(gexc.PermissionDenied):  # IAM does not say whether it exists
         iam_client.get_service_account(name=created.name)
     policy = run_client.get_iam_policy(request={"resource": service.name})
     deleted = f"deleted:serviceAccount:{email}?uid={created.unique_id}"
@@ -233,7 +239,7 @@ def test_service_account_text_limits(iam_client: iam_admin_v1.IAMClient, service
         iam_client.create_service_account(request=request)
     assert [f for f, _ in _bad_request(caught.value)] == [field]
     assert field.rsplit(".", 1)[1] in caught.value.message
-    with pytest.raises(gexc.NotFound):  # nothing was created
+    with pytest.raises(gexc.PermissionDenied):  # nothing was created (IAM does not say so: "or it may not exist")
         iam_client.get_service_account(name=f"projects/{PROJECT}/serviceAccounts/wordy-account@{PROJECT}.iam.gserviceaccount.com")
 
 

@@ -18,8 +18,9 @@ Ready = run_v2.Condition.State
 def test_seed_gpu_service_round_trip(run_client: run_v2.ServicesClient) -> None:
     operation = run_client.create_service(parent=PARENT, service=seed_service(), service_id="llama-8b")
     assert not operation.done()
-    running = operation.metadata
-    assert running.reconciling and running.terminal_condition.state == Ready.CONDITION_RECONCILING
+    pending = operation.metadata  # a new service is pending first (no URL, no conditions), like Cloud Run
+    assert pending.reconciling and pending.terminal_condition.state == Ready.CONDITION_PENDING
+    assert not pending.uri and not pending.conditions
 
     created = operation.result(timeout=30)
     name = service_name("llama-8b")

@@ -50,8 +50,11 @@ CASES: list[tuple[str, Callable[[run_v2.Service], None], str, str]] = [
     # (case, change to the seed service, field named in the violation, words in the message)
     ("unknown accelerator", _accelerator("nvidia-h100"), "service.template.node_selector.accelerator", "not supported"),
     ("two gpus", _set("nvidia.com/gpu", "2"), "service.template.containers[0].resources.limits.nvidia.com/gpu", "Exactly 1 GPU"),
-    ("l4 cpu below 4", _set("cpu", "2"), "service.template.containers[0].resources.limits.cpu", "between 4 and 8"),
-    ("l4 cpu above max", _set("cpu", "16"), "service.template.containers[0].resources.limits.cpu", "between 4 and 8"),
+    ("l4 cpu below 4", _set("cpu", "2"), "service.template.containers[0].resources.limits.cpu", "one of 4, 6, 8"),
+    ("l4 cpu above max", _set("cpu", "16"), "service.template.containers[0].resources.limits.cpu", "one of 4, 6, 8"),
+    ("l4 cpu 5 is not offered", _set("cpu", "5"), "service.template.containers[0].resources.limits.cpu", "one of 4, 6, 8"),
+    ("l4 memory above 4 GiB per vCPU", lambda s: _gpu_container(s).resources.limits.update({"cpu": "4", "memory": "24Gi"}),
+     "service.template.containers[0].resources.limits.memory", "16Gi with 4 vCPU"),
     ("l4 memory below 16Gi", _set("memory", "8Gi"), "service.template.containers[0].resources.limits.memory", "16Gi"),
     ("l4 memory above max", _set("memory", "64Gi"), "service.template.containers[0].resources.limits.memory", "32Gi"),
     ("cpu idle with gpu", lambda s: setattr(_gpu_container(s).resources, "cpu_idle", True),
@@ -106,10 +109,11 @@ def test_accelerator_not_offered_in_region(run_client: run_v2.ServicesClient) ->
 def test_rtx_pro_6000_bounds(run_client: run_v2.ServicesClient) -> None:
     service = seed_service()
     service.template.node_selector.accelerator = "nvidia-rtx-pro-6000"
+    service.launch_stage = "BETA"  # a preview GPU (gpus.py); test_emulator_realism covers GA being refused
     with pytest.raises(gexc.InvalidArgument) as caught:
         run_client.create_service(parent=PARENT, service=service, service_id="blackwell")
     fields = {v.field for v in _violations(caught.value)}
-    assert fields == {"service.template.containers[0].resources.limits.cpu", "service.template.containers[0].resources.limits.memory"}
+    assert fields == {"service.template.containers[0].resources.limits.cpu"}  # 8 vCPU: the shape is wrong first
     _gpu_container(service).resources.limits.update({"cpu": "20", "memory": "80Gi"})
     created = run_client.create_service(parent=PARENT, service=service, service_id="blackwell").result(timeout=30)
     assert created.terminal_condition.state == run_v2.Condition.State.CONDITION_SUCCEEDED

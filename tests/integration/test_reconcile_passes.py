@@ -3,57 +3,16 @@ the error paths a platform team meets when Cloud Run says no."""
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 from emulator_fixtures import *  # noqa: F403
 from emulator_fixtures import PROJECT, AdminApi
+from reconcile_fixtures import NOW, SETTINGS, SPEC, adapters, conditions, finalize_until_gone, ref, run, settle  # noqa: F401
 
-from tgi_operator.cloudrun import CloudRunServices, services_client
 from tgi_operator.errors import PermanentCloudError, TransientCloudError
-from tgi_operator.iam import ServiceAccounts, iam_client
-from tgi_operator.probe import ModelProbe
-from tgi_operator.reconcile import Adapters, ObjectRef, Outcome, finalize, reconcile
+from tgi_operator.reconcile import Adapters, ObjectRef, finalize, reconcile
 from tgi_operator.settings import Settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
-SPEC = {"region": "us-central1", "model": {"id": "org/model"}, "access": {"invokers": ["group:ml@example.com"]}}
-SETTINGS = Settings(default_project=PROJECT, model_probe=False)
-NOW = "2026-01-01T00:00:00Z"
-
-
-@pytest.fixture
-async def adapters(emulator) -> Adapters:  # noqa: F811 - the emulator fixture
-    adapters = Adapters(CloudRunServices(services_client(emulator.grpc_endpoint)),
-                        ServiceAccounts(iam_client(emulator.grpc_endpoint)), ModelProbe())
-    yield adapters
-    await adapters.services.close()
-    await adapters.accounts.close()
-
-
-def ref(status: dict | None = None, generation: int = 1, spec: dict | None = None) -> ObjectRef:
-    return ObjectRef("team-a", "llama", generation, spec or SPEC, status or {})
-
-
-async def run(adapters: Adapters, status: dict, generation: int = 1, spec: dict | None = None,
-              settings: Settings = SETTINGS, **options) -> Outcome:
-    """One pass, after the pass that only writes the target down (the first one for a new object)."""
-    outcome = await reconcile(ref(status, generation, spec), adapters, settings, now=NOW, **options)
-    if outcome.again:
-        outcome = await reconcile(ref(outcome.status.to_k8s(), generation, spec), adapters, settings, now=NOW, **options)
-    return outcome
-
-
-async def settle(adapters: Adapters, status: dict, generation: int = 1, spec: dict | None = None) -> dict:
-    """Run passes until Ready (the emulator settles in 0.2 s)."""
-    for _ in range(50):
-        outcome = await reconcile(ref(status, generation, spec), adapters, SETTINGS, now=NOW)
-        status = outcome.status.to_k8s()
-        if outcome.assessment and (outcome.assessment.ready or outcome.assessment.stalled):
-            return status
-        if not outcome.again:
-            await asyncio.sleep(0.1)
-    raise AssertionError(f"not settled: {status}")
 
 
 async def test_a_permission_denied_create_stalls_with_the_clouds_words(adapters: Adapters, admin: AdminApi) -> None:
@@ -107,7 +66,7 @@ async def test_a_failed_revision_is_redeployed_only_when_asked(adapters: Adapter
 
 async def test_finalize_is_idempotent(adapters: Adapters) -> None:
     status = await settle(adapters, {})
-    first = await finalize(ref(status), adapters, SETTINGS)
+    first = await finalize_until_gone(ref(status), adapters)
     assert [e.reason for e in first] == ["Deleted"]
     assert await adapters.services.get(status["serviceName"]) is None
     again = await finalize(ref(status), adapters, SETTINGS)  # a retried delete after a crash: nothing left, no error
@@ -134,14 +93,14 @@ async def test_the_invoker_account_is_made_after_a_failed_create_and_removed_aft
     assert isinstance(transient, TransientCloudError)
     status = await settle(adapters, {}, 1, with_sa)
     email = status["invokerServiceAccount"]
-    assert await adapters.accounts.get(PROJECT, email) is not None
+    assert email in await adapters.accounts.list_emails(PROJECT)
 
     admin.fault("DeleteServiceAccount", "UNAVAILABLE", count=1)
     transient = (await reconcile(ref(status, 2, SPEC), adapters, SETTINGS, now=NOW)).transient
     assert isinstance(transient, TransientCloudError)
     after = await settle(adapters, status, 2, SPEC)
     assert "invokerServiceAccount" not in after
-    assert await adapters.accounts.get(PROJECT, email) is None
+    assert email not in await adapters.accounts.list_emails(PROJECT)
 
 
 async def test_someone_elses_account_with_the_same_id_is_neither_used_nor_deleted(adapters: Adapters) -> None:
@@ -149,9 +108,9 @@ async def test_someone_elses_account_with_the_same_id_is_neither_used_nor_delete
 
     await adapters.accounts.create(PROJECT, invoker_account_id("team-a", "llama"), "squatter", "not yours")
     with_sa = {**SPEC, "access": {"createInvokerServiceAccount": True}}
-    outcome = await run(adapters, {}, 1, with_sa)
-    assert outcome.assessment.stalled and outcome.assessment.reason == "InvokerAccountTaken"
-    await finalize(ref(outcome.status.to_k8s(), 1, with_sa), adapters, SETTINGS)
+    status = await settle(adapters, {}, 1, with_sa)  # once IAM shows the account, its description tells
+    assert conditions(status)["Stalled"]["reason"] == "InvokerAccountTaken"
+    await finalize_until_gone(ref(status, 1, with_sa), adapters)
     email = f"{invoker_account_id('team-a', 'llama')}@{PROJECT}.iam.gserviceaccount.com"
     assert (await adapters.accounts.get(PROJECT, email)).description == "not yours"
 
@@ -159,7 +118,7 @@ async def test_someone_elses_account_with_the_same_id_is_neither_used_nor_delete
 async def test_deleting_an_object_whose_spec_no_longer_validates_still_removes_its_service(adapters: Adapters) -> None:
     status = await settle(adapters, {})
     broken = {"region": "us-central1", "model": {"id": "not a model id"}}  # e.g. admitted under an older, looser CRD
-    events = await finalize(ref(status, 1, broken), adapters, SETTINGS)
+    events = await finalize_until_gone(ref(status, 1, broken), adapters)
     assert [e.reason for e in events] == ["Deleted"]
     assert await adapters.services.get(status["serviceName"]) is None
 

@@ -61,6 +61,16 @@ def test_a_refusal_exits_1_with_the_clouds_message(emulator_process: EmulatorPro
     assert create_calls(admin) == {"INVALID_ARGUMENT": 1}
 
 
+def test_too_little_gpu_quota_is_said_before_anything_is_deployed(emulator_process: EmulatorProcess) -> None:  # noqa: F811
+    """Cloud Run checks max instances x GPUs against the project's quota at the request, validate_only included."""
+    admin = AdminApi(emulator_process.http_url)
+    admin.set_quota(2)  # the seed asks for 3 instances of one L4
+    result = render(emulator_process, "-f", str(SEED), "--project", PROJECT, "--validate")
+    assert result.returncode == 1
+    assert "Cloud Run refused it: GpuQuotaExceeded: GPU quota NvidiaL4GpuAllocNoZonalRedundancyPerProjectRegion" in result.stderr
+    assert "lower spec.scaling.maxInstances to 2 or fewer" in result.stderr and "g.co/cloudrun/gpu-quota" in result.stderr
+
+
 def test_an_unreachable_endpoint_exits_1_saying_it_could_not_validate(emulator_process: EmulatorProcess) -> None:  # noqa: F811
     admin = AdminApi(emulator_process.http_url)
     admin.fault("CreateService", "UNAVAILABLE", count=1)

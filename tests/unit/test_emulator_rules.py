@@ -125,8 +125,9 @@ def _template(accelerator: str = "nvidia-l4", limits: dict[str, str] | None = No
         (_template(limits={"cpu": "8", "memory": "32Gi", "nvidia.com/gpu": "2"}), "us-central1",
          ["t.containers[0].resources.limits.nvidia.com/gpu"]),
         (_template(cpu_idle=True), "us-central1", ["t.containers[0].resources.cpu_idle"]),
-        (_template("nvidia-rtx-pro-6000"), "us-central1",
-         ["t.containers[0].resources.limits.cpu", "t.containers[0].resources.limits.memory"]),
+        (_template("nvidia-rtx-pro-6000"), "us-central1", ["t.containers[0].resources.limits.cpu"]),  # gpus.cpu_memory_problems
+        (_template("nvidia-rtx-pro-6000", {"cpu": "20", "memory": "96Gi", "nvidia.com/gpu": "1"}), "us-central1",
+         ["t.containers[0].resources.limits.memory"]),
         (_template("nvidia-rtx-pro-6000", {"cpu": "20", "memory": "80Gi", "nvidia.com/gpu": "1"}), "us-central1", []),
         (run_v2.RevisionTemplate(containers=[run_v2.Container(image="x")]), "us-west1", []),  # no GPU: nothing to check
     ],
@@ -146,41 +147,6 @@ def test_gpu_rules(template: run_v2.RevisionTemplate, region: str, fields: list[
 )
 def test_reserved_metadata(labels: dict[str, str], annotations: dict[str, str], fields: list[str]) -> None:
     assert [v.field for v in rules.check_metadata("s", labels, annotations)] == fields
-
-
-def _without_zonal_redundancy(max_instances: int) -> run_v2.Service:
-    template = _template()
-    template.scaling = run_v2.RevisionScaling(max_instance_count=max_instances)
-    template.gpu_zonal_redundancy_disabled = True
-    return run_v2.Service(template=template)
-
-
-@pytest.mark.parametrize(
-    ("service", "demand"),
-    [
-        (run_v2.Service(template=_template()), rules.GpuDemand("nvidia-l4", True, rules.DEFAULT_MAX_INSTANCES)),
-        (_without_zonal_redundancy(max_instances=3), rules.GpuDemand("nvidia-l4", False, 3)),
-        (
-            run_v2.Service(template=_template(), scaling=run_v2.ServiceScaling(max_instance_count=5)),
-            rules.GpuDemand("nvidia-l4", True, 5),
-        ),
-        (run_v2.Service(template=run_v2.RevisionTemplate(containers=[run_v2.Container(image="x")])), None),
-        (  # manual scaling to zero (a suspended TGIService) holds no GPU
-            run_v2.Service(template=_template(), scaling=run_v2.ServiceScaling(
-                scaling_mode=run_v2.ServiceScaling.ScalingMode.MANUAL, manual_instance_count=0)),
-            rules.GpuDemand("nvidia-l4", True, 0),
-        ),
-    ],
-)
-def test_gpu_demand(service: run_v2.Service, demand: rules.GpuDemand | None) -> None:
-    assert rules.gpu_demand(service) == demand
-
-
-def test_quota_message_names_the_metric() -> None:
-    message = rules.quota_message(rules.GpuDemand("nvidia-l4", False, 3), in_use=2, limit=4)
-    assert message.startswith("Quota exceeded for total allowable count of GPUs per project per region.")
-    assert "NvidiaL4GpuAllocNoZonalRedundancyPerProjectRegion requested: 5 allowed: 4" in message
-    assert rules.quota_metric("nvidia-rtx-pro-6000", True) == "NvidiaRtxPro6000GpuAllocPerProjectRegion"
 
 
 @pytest.mark.parametrize(

@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 from google.cloud import run_v2
 from google.protobuf import json_format
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from tgi_operator.emulator.access import API_TITLES, IAM_PERMISSIONS
 from tgi_operator.emulator.calls import Fault
 from tgi_operator.emulator.errors import ApiError, code_from_name
 
@@ -77,6 +78,52 @@ class TokenBody(_Body):
 class IdentityBody(_Body):
     email: str = Field(min_length=3)
     project_id: str | None = Field(default=None, alias="projectId")
+
+
+class PermissionsBody(_Body):
+    permissions: list[str]
+
+    @field_validator("permissions")
+    @classmethod
+    def _known(cls, value: list[str]) -> list[str]:
+        if unknown := sorted(set(value) - IAM_PERMISSIONS):
+            raise ValueError(f"unknown permissions {unknown}; known: {sorted(IAM_PERMISSIONS)}")
+        return value
+
+
+class ActAsBody(_Body):
+    email: str = Field(min_length=3)
+    allowed: bool
+
+
+class ApiBody(_Body):
+    project: str = Field(min_length=1)
+    service: str
+    enabled: bool
+
+    @field_validator("service")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        if value not in API_TITLES:
+            raise ValueError(f"service must be one of {sorted(API_TITLES)}")
+        return value
+
+
+class OrgPolicyBody(_Body):
+    project: str = Field(min_length=1)
+    allowed_domains: list[str] | None = Field(default=None, alias="allowedDomains")  # empty or null: no policy
+
+
+class GroupBody(_Body):
+    group: str = Field(min_length=3)
+    members: list[str]
+
+    @field_validator("members")
+    @classmethod
+    def _principals(cls, value: list[str]) -> list[str]:
+        if bad := [m for m in value if not m.startswith(("user:", "serviceAccount:"))]:
+            raise ValueError(f"members must be user:EMAIL or serviceAccount:EMAIL, got {bad}")
+        return value
 
 
 def _error(status: int, message: str) -> web.Response:
@@ -179,6 +226,76 @@ def add_admin_routes(app: web.Application, emulator: Emulator) -> None:
             emulator.identity.project_id = body.project_id
         return await get_identity(request)
 
+    async def get_propagation(request: web.Request) -> web.Response:
+        return web.json_response({"seconds": state.iam_propagation_seconds})
+
+    async def put_propagation(request: web.Request) -> web.Response:
+        body: SecondsBody = await _body(request, SecondsBody)
+        state.iam_propagation_seconds = body.seconds
+        state.save()
+        return await get_propagation(request)
+
+    async def get_denied(request: web.Request) -> web.Response:
+        return web.json_response({"permissions": sorted(state.iam_denied)})
+
+    async def put_denied(request: web.Request) -> web.Response:
+        body: PermissionsBody = await _body(request, PermissionsBody)
+        state.iam_denied = set(body.permissions)
+        state.save()
+        return await get_denied(request)
+
+    async def get_act_as(request: web.Request) -> web.Response:
+        return web.json_response({"denied": sorted(state.act_as_denied)})
+
+    async def put_act_as(request: web.Request) -> web.Response:
+        body: ActAsBody = await _body(request, ActAsBody)
+        if body.allowed:
+            state.act_as_denied.discard(body.email.lower())
+        else:
+            state.act_as_denied.add(body.email.lower())
+        state.save()
+        return await get_act_as(request)
+
+    async def get_apis(request: web.Request) -> web.Response:
+        return web.json_response({"disabled": {p: sorted(s) for p, s in sorted(state.disabled_apis.items()) if s}})
+
+    async def put_api(request: web.Request) -> web.Response:
+        body: ApiBody = await _body(request, ApiBody)
+        disabled = state.disabled_apis.setdefault(body.project, set())
+        if body.enabled:
+            disabled.discard(body.service)
+        else:
+            disabled.add(body.service)
+        if not disabled:
+            del state.disabled_apis[body.project]
+        state.save()
+        return await get_apis(request)
+
+    async def get_org_policy(request: web.Request) -> web.Response:
+        return web.json_response({"allowedDomains": dict(sorted(state.allowed_domains.items()))})
+
+    async def put_org_policy(request: web.Request) -> web.Response:
+        body: OrgPolicyBody = await _body(request, OrgPolicyBody)
+        if body.allowed_domains:
+            state.allowed_domains[body.project] = sorted({d.lower() for d in body.allowed_domains})
+        else:
+            state.allowed_domains.pop(body.project, None)
+        state.save()
+        return await get_org_policy(request)
+
+    async def get_groups(request: web.Request) -> web.Response:
+        return web.json_response({"groups": {g: sorted(m) for g, m in sorted(state.groups.items())}})
+
+    async def put_group(request: web.Request) -> web.Response:
+        body: GroupBody = await _body(request, GroupBody)
+        group = body.group.removeprefix("group:")
+        if body.members:
+            state.groups[group] = set(body.members)
+        else:
+            state.groups.pop(group, None)
+        state.save()
+        return await get_groups(request)
+
     async def dump_services(request: web.Request) -> web.Response:
         return web.json_response(
             {
@@ -204,6 +321,18 @@ def add_admin_routes(app: web.Application, emulator: Emulator) -> None:
         ("POST", "/tokens", mint_token),
         ("GET", "/identity", get_identity),
         ("PUT", "/identity", put_identity),
+        ("GET", "/iam-propagation-seconds", get_propagation),
+        ("PUT", "/iam-propagation-seconds", put_propagation),
+        ("GET", "/iam-denied", get_denied),
+        ("PUT", "/iam-denied", put_denied),
+        ("GET", "/act-as", get_act_as),
+        ("PUT", "/act-as", put_act_as),
+        ("GET", "/apis", get_apis),
+        ("PUT", "/apis", put_api),
+        ("GET", "/org-policy", get_org_policy),
+        ("PUT", "/org-policy", put_org_policy),
+        ("GET", "/groups", get_groups),
+        ("PUT", "/groups", put_group),
     ]
     for method, path, handler in routes:
         app.router.add_route(method, PREFIX + path, handler)

@@ -2,7 +2,8 @@
 
 Counts are kept per full method name (`google.cloud.run.v2.Services/CreateService`) and status
 code name (`OK`, `NOT_FOUND`, ...). A fault is matched by full method name or by bare method name
-(`CreateService`), fires before the handler runs and is counted under the code it injects.
+(`CreateService`), fires before the handler runs and is counted under the code it injects. A gate
+(the disabled-API check, access.py) runs next, also before the handler.
 """
 
 from __future__ import annotations
@@ -68,16 +69,19 @@ class CallLog:
 
 
 Handler = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
+Gate = Callable[[str, Any], None]  # (full method name, request): raises ApiError to refuse the call
 
 
-def accounted(calls: CallLog, method: str, handler: Handler) -> Handler:
-    """Wrap `handler`: inject a due fault, translate ApiError to a rich status, count the outcome."""
+def accounted(calls: CallLog, method: str, handler: Handler, gate: Gate | None = None) -> Handler:
+    """Wrap `handler`: inject a due fault, apply the gate, translate ApiError to a rich status, count the outcome."""
 
     async def run(request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
             fault = calls.next_fault(method)
             if fault is not None:
                 raise ApiError(fault.code, fault.message)
+            if gate is not None:
+                gate(method, request)
             response = await handler(request, context)
         except ApiError as error:
             calls.record(method, error.code)

@@ -64,6 +64,13 @@ def serve(
     reconcile_seconds: Annotated[
         float | None, typer.Option(help="Delay before a write settles (default 1 s, or the state file's).", min=0)
     ] = None,
+    iam_propagation_seconds: Annotated[
+        float | None,
+        typer.Option(
+            help="How long a new service account stays invisible to reads and policy checks (default 2 s, or the state file's).",
+            min=0,
+        ),
+    ] = None,
     state_file: Annotated[Path | None, typer.Option(help="Keep state in this JSON file across restarts.")] = None,
     gpu_quota: Annotated[
         int | None, typer.Option(help="GPUs per project and region with zonal redundancy off (default 10).", min=0)
@@ -86,6 +93,7 @@ def serve(
         grpc_port=grpc_port,
         http_port=http_port,
         reconcile_seconds=reconcile_seconds,
+        iam_propagation_seconds=iam_propagation_seconds,
         state_file=state_file,
         gpu_quota=gpu_quota,
         gpu_quota_zonal=gpu_quota_zonal,

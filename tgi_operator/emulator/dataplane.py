@@ -16,7 +16,9 @@ One aiohttp listener per service, so the root of `http://127.0.0.1:PORT` IS the 
    `may_invoke` is called on every request, so IAM changes apply without republishing.
 2. Concurrency: at most `Endpoint.concurrency` requests in flight (one instance); beyond that 429
    immediately, with Cloud Run's "no available instance" message.
-3. The TGI stand-in (tgi_standin.py), which also enforces TGI's own --max-concurrent-requests (429
+3. Request timeout: a request still running after `Endpoint.timeout_s` (the revision's template.timeout)
+   gets 504 "upstream request timeout"; a stream whose headers are out is cut (connection closed).
+4. The TGI stand-in (tgi_standin.py), which also enforces TGI's own --max-concurrent-requests (429
    "Model is overloaded").
 
 Test hooks: `set_latency(service, seconds)` delays every generation (the container env
@@ -27,6 +29,7 @@ can fill the concurrency exactly, see the 429, then release, without timing.
 
 from __future__ import annotations
 
+import asyncio
 import html
 import logging
 from collections.abc import Awaitable, Callable, Mapping
@@ -40,6 +43,7 @@ from tgi_operator.emulator.tgi_standin import TGIStandIn, parse_launcher_config
 log = logging.getLogger(__name__)
 
 NO_INSTANCE_MESSAGE = "The request was aborted because there was no available instance."
+UPSTREAM_TIMEOUT_MESSAGE = "upstream request timeout"  # the 504 body (like Cloud Run's front end)
 
 
 @dataclass
@@ -49,6 +53,7 @@ class Endpoint:
     env: dict[str, str]  # plain env values of the container
     concurrency: int  # max_instance_request_concurrency
     may_invoke: Callable[[str], bool]  # email -> allowed; "" asks whether anonymous callers may invoke
+    timeout_s: float = 300.0  # the revision's request timeout (template.timeout; Cloud Run's default 300 s)
 
 
 def _google_error_page(status: int, title: str, message: str) -> str:
@@ -213,7 +218,16 @@ class DataPlane:
                 return too_many_requests()
             published.in_flight += 1
             try:
-                return await handler(request)
+                return await asyncio.wait_for(handler(request), endpoint.timeout_s)
+            except TimeoutError:
+                # https://cloud.google.com/run/docs/configuring/request-timeout: a request (a streamed one too)
+                # that runs past the timeout is ended with 504. Once a stream's headers are out, the connection
+                # is closed instead.
+                if request.writer.output_size > 0:
+                    if request.transport is not None:
+                        request.transport.close()
+                    raise ConnectionResetError("request timeout after the response started") from None
+                return web.Response(status=504, text=UPSTREAM_TIMEOUT_MESSAGE, content_type="text/plain")
             finally:
                 published.in_flight -= 1
 

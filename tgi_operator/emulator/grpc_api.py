@@ -15,7 +15,7 @@ from google.iam.v1 import iam_policy_pb2, policy_pb2
 from google.longrunning import operations_pb2
 from google.protobuf import empty_pb2
 
-from tgi_operator.emulator.calls import CallLog, Handler, accounted
+from tgi_operator.emulator.calls import CallLog, Gate, Handler, accounted
 from tgi_operator.emulator.iam_admin import ServiceAccounts
 from tgi_operator.emulator.operations import OperationBook
 from tgi_operator.emulator.services import CloudRunServices
@@ -32,16 +32,18 @@ def _codec(message_type: Any) -> tuple[Callable[[bytes], Any], Callable[[Any], b
     return message_type.FromString, message_type.SerializeToString
 
 
-def _unary(calls: CallLog, service: str, method: str, fn: Handler, request_type: Any, response_type: Any) -> grpc.RpcMethodHandler:
+def _unary(
+    calls: CallLog, service: str, method: str, fn: Handler, request_type: Any, response_type: Any, gate: Gate | None
+) -> grpc.RpcMethodHandler:
     deserialize, _ = _codec(request_type)
     _, serialize = _codec(response_type)
     return grpc.unary_unary_rpc_method_handler(
-        accounted(calls, f"{service}/{method}", fn), request_deserializer=deserialize, response_serializer=serialize
+        accounted(calls, f"{service}/{method}", fn, gate), request_deserializer=deserialize, response_serializer=serialize
     )
 
 
 def generic_handlers(
-    calls: CallLog, services: CloudRunServices, operations: OperationBook, accounts: ServiceAccounts
+    calls: CallLog, services: CloudRunServices, operations: OperationBook, accounts: ServiceAccounts, gate: Gate | None = None
 ) -> list[grpc.GenericRpcHandler]:
     op = operations_pb2.Operation
     run_methods = {
@@ -81,7 +83,7 @@ def generic_handlers(
     }
     return [
         grpc.method_handlers_generic_handler(
-            name, {m: _unary(calls, name, m, fn, req, resp) for m, (fn, req, resp) in methods.items()}
+            name, {m: _unary(calls, name, m, fn, req, resp, gate) for m, (fn, req, resp) in methods.items()}
         )
         for name, methods in ((RUN, run_methods), (OPERATIONS, operation_methods), (IAM_ADMIN, iam_methods))
     ]

@@ -2,6 +2,10 @@
 
 Names are `projects/{project}/serviceAccounts/{email or unique id}`; `projects/-/...` finds an
 account in any project, as on Google Cloud. Emails are `{account_id}@{project}.iam.gserviceaccount.com`.
+
+As on IAM, each call needs its permission (`iam.serviceAccounts.get/create/list/delete`, which the admin API can
+take away), reads hide whether an account exists (PERMISSION_DENIED "(or it may not exist)"), and a new account
+stays invisible to reads for `iam_propagation_seconds` (eventual consistency, see access.py).
 """
 
 from __future__ import annotations
@@ -15,7 +19,8 @@ import grpc
 from google.cloud import iam_admin_v1
 from google.protobuf import empty_pb2
 
-from tgi_operator.emulator.errors import ApiError, invalid
+from tgi_operator.emulator.access import Access
+from tgi_operator.emulator.errors import ApiError, iam_permission_denied, invalid
 from tgi_operator.emulator.rules import Violation, check_account_id, check_account_text
 from tgi_operator.emulator.state import State
 
@@ -29,22 +34,25 @@ def _unique_id(email: str) -> str:
 
 
 class ServiceAccounts:
-    def __init__(self, state: State) -> None:
+    def __init__(self, state: State, access: Access | None = None) -> None:
         self._state = state
+        self._access = access or Access(state, lambda: "")
 
-    def _find(self, name: str) -> iam_admin_v1.ServiceAccount:
+    def _lookup(self, name: str, request_type: str) -> iam_admin_v1.ServiceAccount | None:
+        """The account `name` designates, visible or still propagating, or None."""
         m = _ACCOUNT.match(name)
         if m is None:
-            raise invalid("GetServiceAccountRequest", [Violation("name", "must be projects/{project}/serviceAccounts/{account}.")])
-        key = m["key"]
+            raise invalid(request_type, [Violation("name", "must be projects/{project}/serviceAccounts/{account}.")])
+        key = m["key"].lower()
         for account in self._state.service_accounts.values():
             if key in (account.email, account.unique_id) and m["project"] in ("-", account.project_id):
                 return account
-        raise ApiError(grpc.StatusCode.NOT_FOUND, f"Unknown service account: {name}")
+        return None
 
     async def create_service_account(
         self, request: iam_admin_v1.CreateServiceAccountRequest, context: object
     ) -> iam_admin_v1.ServiceAccount:
+        self._access.require("iam.serviceAccounts.create")
         m = _PROJECT.match(request.name)
         if m is None:
             raise invalid("CreateServiceAccountRequest", [Violation("name", "must be projects/{project}.")])
@@ -54,7 +62,7 @@ class ServiceAccounts:
             raise ApiError(grpc.StatusCode.INVALID_ARGUMENT, "; ".join(v.description for v in violations), violations)
         project = m["project"]
         email = f"{request.account_id}@{project}.iam.gserviceaccount.com"
-        if email in self._state.service_accounts:
+        if email in self._state.service_accounts:  # also while the first one is still propagating (writes are consistent)
             raise ApiError(grpc.StatusCode.ALREADY_EXISTS, f"Service account {request.account_id} already exists within project projects/{project}.")
         unique_id = _unique_id(email)
         account = iam_admin_v1.ServiceAccount(
@@ -68,21 +76,32 @@ class ServiceAccounts:
             etag=base64.b64encode(secrets.token_bytes(8)),
         )
         self._state.service_accounts[email] = account
+        self._access.created(email)
         self._state.save()
         return account
 
     async def get_service_account(
         self, request: iam_admin_v1.GetServiceAccountRequest, context: object
     ) -> iam_admin_v1.ServiceAccount:
-        return self._find(request.name)
+        """A missing account, like one still propagating, is PERMISSION_DENIED with ErrorInfo IAM_PERMISSION_DENIED:
+        IAM does not reveal whether it exists. Sources: terraform-provider-google#3349, #11208, #10227, #15042,
+        crossplane-contrib/provider-upjet-gcp#411."""
+        self._access.require("iam.serviceAccounts.get")
+        account = self._lookup(request.name, "GetServiceAccountRequest")
+        if account is None or not self._access.visible(account.email):
+            raise iam_permission_denied("iam.serviceAccounts.get")
+        return account
 
     async def list_service_accounts(
         self, request: iam_admin_v1.ListServiceAccountsRequest, context: object
     ) -> iam_admin_v1.ListServiceAccountsResponse:
+        self._access.require("iam.serviceAccounts.list")
         m = _PROJECT.match(request.name)
         if m is None:
             raise invalid("ListServiceAccountsRequest", [Violation("name", "must be projects/{project}.")])
-        emails = sorted(e for e, a in self._state.service_accounts.items() if a.project_id == m["project"])
+        # Reads are eventually consistent: a new account is missing from the list while it propagates.
+        accounts = self._state.service_accounts.items()
+        emails = sorted(e for e, a in accounts if a.project_id == m["project"] and self._access.visible(e))
         start = int(request.page_token or 0)
         size = request.page_size or 100
         page = emails[start : start + size]
@@ -94,8 +113,13 @@ class ServiceAccounts:
     async def delete_service_account(
         self, request: iam_admin_v1.DeleteServiceAccountRequest, context: object
     ) -> empty_pb2.Empty:
-        account = self._find(request.name)
+        self._access.require("iam.serviceAccounts.delete")
+        account = self._lookup(request.name, "DeleteServiceAccountRequest")
+        if account is None:  # assumption (no public record): NOT_FOUND for a caller that holds the permission
+            raise ApiError(grpc.StatusCode.NOT_FOUND, f"Service account {request.name} does not exist.")
+        # A write: it finds the account even while it is still propagating to reads.
         del self._state.service_accounts[account.email]
+        self._access.forget(account.email)
         # Like Google Cloud: bindings keep the account, renamed to the deleted: form.
         old = f"serviceAccount:{account.email}"
         new = f"deleted:serviceAccount:{account.email}?uid={account.unique_id}"

@@ -14,9 +14,10 @@ from collections.abc import Container
 from dataclasses import dataclass
 from decimal import Decimal
 
+from google.api import launch_stage_pb2
 from google.cloud import run_v2
 
-from tgi_operator.gpus import GIB, GPU_TYPES
+from tgi_operator.gpus import GIB, GPU_TYPES, LAUNCH_STAGE_ORDER, MAX_MEMORY_GIB_PER_CPU, MIN_MEMORY_GIB_FOR_CPU, cpu_memory_problems
 from tgi_operator.quantity import parse_quantity
 
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -29,7 +30,16 @@ MAX_REQUEST_TIMEOUT_S = 3600
 MAX_PROBE_SECONDS = 240  # startup probe period/timeout/initial delay ceiling
 MAX_STARTUP_WINDOW_SECONDS = 600  # failure_threshold x period_seconds
 MAX_STARTUP_WINDOW_GPU_SECONDS = 1800  # the same, for a container with a GPU
-DEFAULT_MAX_INSTANCES = 100  # what Cloud Run assumes when max_instance_count is unset
+# https://cloud.google.com/run/docs/configuring/services/cpu: "The minimum vCPU setting is 0.08 vCPU", fractions
+# "in increments of 0.001", "Values greater than 1 must be integer values", the table offers 1, 2, 4, 6, 8.
+MIN_CPU = Decimal("0.08")
+CPU_STEP = Decimal("0.001")
+WHOLE_CPUS = (1, 2, 4, 6, 8)
+MIB = 1024**2
+# https://cloud.google.com/run/docs/configuring/services/memory-limits and recorded errors ("For 1.0 CPU, memory
+# must be between 128Mi and 4Gi inclusive", google/osv.dev#2800; 512Mi with gen2, googleCloudRunner#137).
+MIN_MEMORY = 128 * MIB
+MIN_MEMORY_GEN2 = 512 * MIB
 MAX_ACCOUNT_DISPLAY_NAME = 100  # IAM Admin: ServiceAccount.display_name, UTF-8 bytes
 MAX_ACCOUNT_DESCRIPTION = 256  # IAM Admin: ServiceAccount.description, UTF-8 bytes
 
@@ -147,6 +157,7 @@ def check_service(service: run_v2.Service, region: str, prefix: str = "service")
     tp = f"{prefix}.template"
     found += check_metadata(tp, dict(t.labels), dict(t.annotations))
     found += _check_scaling(service, prefix)
+    found += check_launch_stage(service, prefix)
     if not t.containers:
         return found + [Violation(f"{tp}.containers", "At least one container must be specified.")]
     found += _check_ports(t, tp)
@@ -158,6 +169,8 @@ def check_service(service: run_v2.Service, region: str, prefix: str = "service")
         found += _check_env(c, cp)
         found += _check_probe(c, cp)
         found += _check_cpu_memory_syntax(c, cp)
+        if gpu_count(c) is None:
+            found += check_shape(c, t, cp, tp)
     found += check_gpu(t, region, tp)
     return found
 
@@ -171,7 +184,37 @@ def _check_scaling(service: run_v2.Service, prefix: str) -> list[Violation]:
             )
         if s.min_instance_count < 0 or s.max_instance_count < 0:
             found.append(Violation(path, "Instance counts must not be negative."))
+    # ServiceScaling (google/cloud/run/v2/vendor_settings.proto): manual_instance_count is the "total instance count
+    # for the service in manual scaling mode"; required there (and not negative), refused otherwise (assumption).
+    s, path = service.scaling, f"{prefix}.scaling.manual_instance_count"
+    if s.scaling_mode == run_v2.ServiceScaling.ScalingMode.MANUAL:
+        if "manual_instance_count" not in s:
+            found.append(Violation(path, "manual_instance_count is required when scaling_mode is MANUAL."))
+        elif s.manual_instance_count < 0:
+            found.append(Violation(path, "manual_instance_count must not be negative."))
+    elif "manual_instance_count" in s:
+        found.append(Violation(path, "manual_instance_count can only be set when scaling_mode is MANUAL."))
     return found
+
+
+def check_launch_stage(service: run_v2.Service, prefix: str = "service") -> list[Violation]:
+    """service.proto: "Cloud Run supports ALPHA, BETA, and GA. If no value is specified, GA is assumed. Set the launch
+    stage to a preview stage on input to allow use of preview features"; a preview GPU type is such a feature
+    (https://cloud.google.com/run/docs/configuring/services/gpu: RTX PRO 6000 is Preview)."""
+    stage = launch_stage_pb2.LaunchStage.Name(service.launch_stage or launch_stage_pb2.GA)
+    if stage not in LAUNCH_STAGE_ORDER:
+        return [Violation(f"{prefix}.launch_stage", f"Cloud Run supports ALPHA, BETA, and GA; got {stage}.")]
+    accelerator = service.template.node_selector.accelerator if "node_selector" in service.template else ""
+    gpu = GPU_TYPES.get(accelerator)
+    if gpu is None or LAUNCH_STAGE_ORDER.index(stage) <= LAUNCH_STAGE_ORDER.index(gpu.launch_stage):
+        return []
+    return [
+        Violation(
+            f"{prefix}.launch_stage",
+            f"The {gpu.name} GPU is in {gpu.launch_stage}: set launch_stage to {gpu.launch_stage} "
+            f"(gcloud {gpu.launch_stage.lower()} run deploy) to use it.",
+        )
+    ]
 
 
 def _check_ports(t: run_v2.RevisionTemplate, tp: str) -> list[Violation]:
@@ -288,64 +331,48 @@ def check_gpu(t: run_v2.RevisionTemplate, region: str, tp: str = "service.templa
 
 
 def _check_gpu_size(c: run_v2.Container, gpu_name: str, cp: str) -> list[Violation]:
-    gpu = GPU_TYPES[gpu_name]
-    found = []
+    """The instance shapes a GPU type allows (the shared table, tgi_operator/gpus.py, names its sources)."""
     cpu = parse_cpu(c.resources.limits.get("cpu", "1"))
-    if cpu is not None and not gpu.min_cpu <= cpu <= gpu.max_cpu:
-        found.append(
-            Violation(f"{cp}.limits.cpu", f"With a {gpu_name} GPU, cpu must be between {gpu.min_cpu} and {gpu.max_cpu}, got {cpu}.")
-        )
     memory = parse_memory(c.resources.limits.get("memory", "512Mi"))
-    if memory is not None and not gpu.min_memory_gib * GIB <= memory <= gpu.max_memory_gib * GIB:
-        found.append(
-            Violation(
-                f"{cp}.limits.memory",
-                f"With a {gpu_name} GPU, memory must be between {gpu.min_memory_gib}Gi and {gpu.max_memory_gib}Gi.",
-            )
-        )
+    if cpu is None or memory is None:
+        return []  # _check_cpu_memory_syntax names it
+    return [Violation(f"{cp}.limits.{field}", message) for field, message in cpu_memory_problems(GPU_TYPES[gpu_name], cpu, memory)]
+
+
+def _size(size: int) -> str:
+    return f"{size // GIB}Gi" if size % GIB == 0 else f"{size // MIB}Mi"
+
+
+def check_shape(c: run_v2.Container, t: run_v2.RevisionTemplate, cp: str, tp: str) -> list[Violation]:
+    """A container without a GPU: the CPU values Cloud Run offers and the memory each allows, and what less than
+    1 vCPU requires (https://cloud.google.com/run/docs/configuring/services/cpu, .../memory-limits)."""
+    limits = c.resources.limits
+    cpu, memory = parse_cpu(limits.get("cpu", "1")), parse_memory(limits.get("memory", "512Mi"))
+    if cpu is None or memory is None:
+        return []  # _check_cpu_memory_syntax names it
+    if not (MIN_CPU <= cpu < 1 and cpu % CPU_STEP == 0) and cpu not in WHOLE_CPUS:
+        return [Violation(f"{cp}.resources.limits.cpu",
+                          f"Invalid value specified for cpu: {limits.get('cpu')!r}. cpu must be 1, 2, 4, 6 or 8, or "
+                          "between 0.08 and 1 in increments of 0.001.")]  # fmt: skip
+    gen2 = t.execution_environment == run_v2.ExecutionEnvironment.EXECUTION_ENVIRONMENT_GEN2
+    low = max(MIN_MEMORY_GEN2 if gen2 else MIN_MEMORY, MIN_MEMORY_GIB_FOR_CPU.get(int(cpu), 0) * GIB)
+    # Less than 1 vCPU: "A minimum of 0.5 vCPU is needed to set a memory limit greater than 512MiB. A minimum of
+    # 1 vCPU is needed to set a memory limit greater than 1GiB"; else at most 4 GiB per vCPU.
+    high = 512 * MIB if cpu < Decimal("0.5") else GIB if cpu < 1 else int(cpu) * MAX_MEMORY_GIB_PER_CPU * GIB
+    found = []
+    if not low <= memory <= high:
+        found.append(Violation(f"{cp}.resources.limits.memory",
+                               f"Invalid value specified for container memory. For {float(cpu)} CPU, memory must be "
+                               f"between {_size(low)} and {_size(high)} inclusive."))  # fmt: skip
+    if cpu < 1:  # "If you use less than 1 vCPU": concurrency 1, request-based billing, first generation
+        if t.max_instance_request_concurrency != 1:
+            found.append(Violation(f"{tp}.max_instance_request_concurrency", "Total cpu < 1 is not supported with concurrency > 1."))
+        if not c.resources.cpu_idle:
+            found.append(Violation(f"{cp}.resources.cpu_idle",
+                                   "Total cpu < 1 needs CPU allocated only during request processing (cpu_idle true)."))  # fmt: skip
+        if gen2:
+            found.append(Violation(f"{tp}.execution_environment", "Total cpu < 1 needs the first generation execution environment."))
     return found
-
-
-# ---------------------------------------------------------------- GPU quota
-
-
-@dataclass(frozen=True)
-class GpuDemand:
-    """What one serving revision holds against the per-project, per-region GPU quota."""
-
-    gpu_type: str
-    zonal_redundancy: bool
-    count: int  # max instances x GPUs per instance
-
-
-def gpu_demand(service: run_v2.Service) -> GpuDemand | None:
-    """Cloud Run counts a GPU revision's max instances (or its manual instance count) against the quota
-    (unset = the default maximum)."""
-    t = service.template
-    holders = [c for c in t.containers if gpu_count(c) is not None]
-    if not holders or "node_selector" not in t:
-        return None
-    per_instance = int(gpu_count(holders[0]) or "1")
-    if service.scaling.scaling_mode == run_v2.ServiceScaling.ScalingMode.MANUAL:
-        max_instances = service.scaling.manual_instance_count  # exactly this many, e.g. 0 for a suspended service
-    else:
-        max_instances = t.scaling.max_instance_count or service.scaling.max_instance_count or DEFAULT_MAX_INSTANCES
-    return GpuDemand(t.node_selector.accelerator, not t.gpu_zonal_redundancy_disabled, max_instances * per_instance)
-
-
-def quota_metric(gpu_type: str, zonal_redundancy: bool) -> str:
-    """Cloud Run's quota metric name, e.g. NvidiaL4GpuAllocNoZonalRedundancyPerProjectRegion."""
-    base = "".join(part.capitalize() if part.isalpha() else part.upper() for part in gpu_type.split("-"))
-    return f"{base}GpuAlloc{'' if zonal_redundancy else 'NoZonalRedundancy'}PerProjectRegion"
-
-
-def quota_message(demand: GpuDemand, in_use: int, limit: int) -> str:
-    return (
-        "Quota exceeded for total allowable count of GPUs per project per region.\n"
-        "To request quota: g.co/cloudrun/gpu-quota\n\n"
-        f"Quota violated:\n{quota_metric(demand.gpu_type, demand.zonal_redundancy)} "
-        f"requested: {in_use + demand.count} allowed: {limit}"
-    )
 
 
 # ---------------------------------------------------------------- IAM
@@ -391,10 +418,13 @@ def missing_account(member: str, known: Container[str]) -> str | None:
     return f"Service account {email} does not exist."
 
 
-# Roles that carry run.routes.invoke, the permission the URL checks.
-INVOKER_ROLES = frozenset({"roles/run.invoker", "roles/run.servicesInvoker", "roles/run.admin", "roles/owner", "roles/editor"})
+# Roles that carry run.routes.invoke, the permission the URL checks (run.developer included).
+# Source: https://cloud.google.com/run/docs/securing/managing-access, https://cloud.google.com/iam/docs/roles-permissions/run
+INVOKER_ROLES = frozenset(
+    {"roles/run.invoker", "roles/run.servicesInvoker", "roles/run.developer", "roles/run.admin", "roles/owner", "roles/editor"}
+)
 # Roles Cloud Run accepts in a service's policy.
-SERVICE_ROLES = INVOKER_ROLES | {"roles/run.developer", "roles/run.viewer", "roles/viewer", "roles/run.sourceViewer"}
+SERVICE_ROLES = INVOKER_ROLES | {"roles/run.viewer", "roles/viewer", "roles/run.sourceViewer"}
 
 ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
     "roles/run.invoker": frozenset({"run.routes.invoke"}),
@@ -402,8 +432,9 @@ ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
     "roles/run.viewer": frozenset({"run.services.get", "run.services.list", "run.services.getIamPolicy"}),
     "roles/viewer": frozenset({"run.services.get", "run.services.list", "run.services.getIamPolicy"}),
     "roles/run.developer": frozenset(
-        {"run.services.get", "run.services.list", "run.services.create", "run.services.update", "run.services.delete", "run.services.getIamPolicy"}
-    ),
+        {"run.services.get", "run.services.list", "run.services.create", "run.services.update", "run.services.delete",
+         "run.services.getIamPolicy", "run.routes.invoke"}
+    ),  # fmt: skip
 }
 ALL_RUN_PERMISSIONS = frozenset(
     {
@@ -426,8 +457,23 @@ def permissions_of(roles: set[str]) -> set[str]:
     return set().union(*(ROLE_PERMISSIONS.get(r, frozenset()) for r in roles)) if roles else set()
 
 
+def outside_domains(member: str, domains: Container[str]) -> bool:
+    """Whether iam.allowedPolicyMemberDomains refuses `member` when only `domains` are allowed: user:/group: emails
+    and domain: outside them, allUsers and allAuthenticatedUsers (https://cloud.google.com/resource-manager/docs/
+    organization-policy/restricting-domains). Service accounts pass (assumption: the organization's own projects);
+    deleted: members are what the policy already held; principal:// identities are refused (assumption, stricter)."""
+    kind, _, value = member.partition(":")
+    if member in ("allUsers", "allAuthenticatedUsers") or member.startswith(("principal://", "principalSet://")):
+        return True
+    if kind in ("user", "group"):
+        return value.rpartition("@")[2].lower() not in domains
+    if kind == "domain":
+        return value.lower() not in domains
+    return False
+
+
 def members_for(email: str) -> set[str]:
-    """The policy members that name this caller; "" is an anonymous caller (group membership is not modelled)."""
+    """The policy members that name this caller; "" is an anonymous caller (groups: access.Access.members_for)."""
     if not email:
         return {"allUsers"}
     return {f"user:{email}", f"serviceAccount:{email}", "allUsers", "allAuthenticatedUsers"}

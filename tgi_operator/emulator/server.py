@@ -18,6 +18,7 @@ from typing import Any
 import grpc
 from aiohttp import web
 
+from tgi_operator.emulator.access import Access
 from tgi_operator.emulator.admin_http import add_admin_routes
 from tgi_operator.emulator.calls import CallLog
 from tgi_operator.emulator.dataplane import DataPlane
@@ -40,6 +41,7 @@ class EmulatorConfig:
     grpc_port: int = 0  # 0: pick a free port
     http_port: int = 0
     reconcile_seconds: float | None = None  # None: the state file's value, else 1 s
+    iam_propagation_seconds: float | None = None  # None: the state file's value, else 2 s (new accounts invisible)
     state_file: Path | None = None
     gpu_quota: int | None = None  # default limit with zonal redundancy off
     gpu_quota_zonal: int | None = None  # default limit with zonal redundancy on
@@ -60,6 +62,8 @@ class Emulator:
         self.state = State.load(c.state_file) if c.state_file else State()
         if c.reconcile_seconds is not None:
             self.state.reconcile_seconds = c.reconcile_seconds
+        if c.iam_propagation_seconds is not None:
+            self.state.iam_propagation_seconds = c.iam_propagation_seconds
         if c.gpu_quota is not None:
             self.state.quotas.default_no_zonal = c.gpu_quota
         if c.gpu_quota_zonal is not None:
@@ -75,8 +79,9 @@ class Emulator:
         self.calls = CallLog()
         self.dataplane = DataPlane(self.issuer, host=c.host)
         self.operations = OperationBook(self.state, self.state.save)
-        self.services = CloudRunServices(self.state, self.operations, self.dataplane, lambda: self.identity.email)
-        self.accounts = ServiceAccounts(self.state)
+        self.access = Access(self.state, lambda: self.identity.project_id)
+        self.services = CloudRunServices(self.state, self.operations, self.dataplane, lambda: self.identity.email, self.access)
+        self.accounts = ServiceAccounts(self.state, self.access)
         self._grpc: grpc.aio.Server | None = None
         self._http: web.AppRunner | None = None
         self.grpc_port = 0
@@ -116,7 +121,7 @@ class Emulator:
     async def start(self) -> None:
         self.state.save()
         server = grpc.aio.server()
-        server.add_generic_rpc_handlers(generic_handlers(self.calls, self.services, self.operations, self.accounts))
+        server.add_generic_rpc_handlers(generic_handlers(self.calls, self.services, self.operations, self.accounts, self.access.api_gate))
         self.grpc_port = server.add_insecure_port(f"{self.config.host}:{self.config.grpc_port}")
         if self.grpc_port == 0:
             raise OSError(f"cannot listen on {self.config.host}:{self.config.grpc_port} for gRPC")

@@ -19,6 +19,7 @@ from google.longrunning import operations_pb2
 from google.protobuf import json_format
 
 DEFAULT_GPU_QUOTA = 10  # GPUs per project and region, for each zonal-redundancy setting
+DEFAULT_IAM_PROPAGATION_SECONDS = 2.0  # how long a new service account stays invisible (see access.py)
 
 
 @dataclass
@@ -59,12 +60,21 @@ class State:
     service_accounts: dict[str, iam_admin_v1.ServiceAccount] = field(default_factory=dict)  # by email
     ports: dict[str, int] = field(default_factory=dict)  # service name -> data-plane port (stable URL)
     serving: dict[str, run_v2.Service] = field(default_factory=dict)  # the service as its ready revision was made
-    pending: dict[str, dict[str, Any]] = field(default_factory=dict)  # service name -> {operation, newRevision}
+    pending: dict[str, dict[str, Any]] = field(default_factory=dict)  # service name -> {operation, newRevision} or {operation, delete}
     revision_counters: dict[str, int] = field(default_factory=dict)
+    revisions: dict[str, dict[str, str]] = field(default_factory=dict)  # service -> revision id -> its template (JSON)
     fail_next_revision: dict[str, str] = field(default_factory=dict)  # service name -> failure message
     project_roles: dict[str, set[str]] = field(default_factory=dict)  # email -> roles
     quotas: QuotaBook = field(default_factory=QuotaBook)
     reconcile_seconds: float = 1.0
+    # The access model (access.py): account visibility, disabled APIs, denied permissions, org policy, groups.
+    iam_propagation_seconds: float = DEFAULT_IAM_PROPAGATION_SECONDS
+    account_created: dict[str, float] = field(default_factory=dict)  # email -> creation time (epoch seconds)
+    disabled_apis: dict[str, set[str]] = field(default_factory=dict)  # project -> {"run.googleapis.com", ...}
+    iam_denied: set[str] = field(default_factory=set)  # IAM permissions the caller lacks
+    act_as_denied: set[str] = field(default_factory=set)  # accounts the caller may not act as
+    allowed_domains: dict[str, list[str]] = field(default_factory=dict)  # project -> iam.allowedPolicyMemberDomains
+    groups: dict[str, set[str]] = field(default_factory=dict)  # group email -> members (user:/serviceAccount:)
     issuer_key_pem: str | None = None
     path: Path | None = None
 
@@ -81,10 +91,18 @@ class State:
             "serving": {n: json.loads(run_v2.Service.to_json(s)) for n, s in self.serving.items()},
             "pending": self.pending,
             "revisionCounters": self.revision_counters,
+            "revisions": self.revisions,
             "failNextRevision": self.fail_next_revision,
             "projectRoles": {e: sorted(r) for e, r in self.project_roles.items()},
             "quotas": self.quotas.to_json(),
             "reconcileSeconds": self.reconcile_seconds,
+            "iamPropagationSeconds": self.iam_propagation_seconds,
+            "accountCreated": self.account_created,
+            "disabledApis": {p: sorted(s) for p, s in self.disabled_apis.items()},
+            "iamDenied": sorted(self.iam_denied),
+            "actAsDenied": sorted(self.act_as_denied),
+            "allowedDomains": self.allowed_domains,
+            "groups": {g: sorted(m) for g, m in self.groups.items()},
             "issuerKeyPem": self.issuer_key_pem,
         }
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -110,10 +128,19 @@ class State:
             serving={n: run_v2.Service.from_json(json.dumps(s)) for n, s in d["serving"].items()},
             pending=d["pending"],
             revision_counters=d["revisionCounters"],
+            revisions=d.get("revisions", {}),  # absent from files written before revision names were recorded
             fail_next_revision=d["failNextRevision"],
             project_roles={e: set(r) for e, r in d["projectRoles"].items()},
             quotas=QuotaBook.from_json(d["quotas"]),
             reconcile_seconds=d["reconcileSeconds"],
+            # Absent from files written before the access model: the defaults.
+            iam_propagation_seconds=d.get("iamPropagationSeconds", DEFAULT_IAM_PROPAGATION_SECONDS),
+            account_created=d.get("accountCreated", {}),
+            disabled_apis={p: set(s) for p, s in d.get("disabledApis", {}).items()},
+            iam_denied=set(d.get("iamDenied", [])),
+            act_as_denied=set(d.get("actAsDenied", [])),
+            allowed_domains=d.get("allowedDomains", {}),
+            groups={g: set(m) for g, m in d.get("groups", {}).items()},
             issuer_key_pem=d["issuerKeyPem"],
             path=path,
         )
