@@ -35,4 +35,17 @@ def namespace(cluster: KubeCluster, request: pytest.FixtureRequest) -> Iterator[
     try:
         yield name
     finally:
+        release_tgiservices(cluster, name)
         delete_namespace(cluster, name)
+
+
+def release_tgiservices(cluster: KubeCluster, namespace: str) -> None:
+    """Drop the finalizers of a test's TGIServices: its operator (and emulator) may be gone already, and an object
+    left Terminating would be picked up by the next module's operator, against another emulator, and would keep
+    the CRD from ever being deleted (tests that check a deletion check it themselves, before this). Deleted first,
+    so that a running operator does not put its finalizer back."""
+    cluster.kubectl("delete", "tgiservices", "--all", "-n", namespace, "--wait=false", check=False)
+    listed = cluster.kubectl("get", "tgiservices", "-n", namespace, "-o", "name", check=False)
+    for ref in listed.stdout.split() if listed.returncode == 0 else []:
+        cluster.kubectl("patch", ref, "-n", namespace, "--type=merge", "-p", '{"metadata":{"finalizers":null}}',
+                        check=False)

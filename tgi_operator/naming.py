@@ -1,11 +1,14 @@
 """Deterministic names: the Cloud Run service id, owner labels and invoker account id of a TGIService.
 
 The id is a pure function of namespace and name, so a retried create can never make a second service; it always
-ends in a hash of `namespace/name`, so `team-a/llama` and `team/a-llama` never share one.
+ends in 80 bits of a hash of `namespace/name`, so `team-a/llama` and `team/a-llama` never share one, and no tenant
+can search for a namespace/name whose id is another team's (the 24-bit hash of the first version fell in seconds;
+services created under it keep their id: see `recorded_target` in render.py).
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import re
 
@@ -20,13 +23,30 @@ def _digest(namespace: str, name: str, length: int) -> str:
     return hashlib.sha256(f"{namespace}/{name}".encode()).hexdigest()[:length]
 
 
-def service_id(namespace: str, name: str) -> str:
-    """`<namespace>-<name>-<hash>` made Cloud Run-safe: starts with a letter, [a-z0-9-], < 50 chars, no trailing
-    hyphen. The readable part is truncated when long; the hash keeps distinct objects distinct."""
+SERVICE_HASH_CHARS = 16  # base32: 80 bits
+
+
+def _base32_digest(namespace: str, name: str) -> str:
+    digest = hashlib.sha256(f"{namespace}/{name}".encode()).digest()
+    return base64.b32encode(digest).decode().lower()[:SERVICE_HASH_CHARS]  # a-z and 2-7: Cloud Run-safe
+
+
+def _readable(namespace: str, name: str, room: int) -> str:
     cleaned = re.sub(r"[^a-z0-9-]", "-", f"{namespace}-{name}".lower())
     if not cleaned[0].isalpha():
         cleaned = "t" + cleaned
-    return f"{cleaned[: MAX_SERVICE_ID - 7].rstrip('-')}-{_digest(namespace, name, 6)}"
+    return cleaned[:room].rstrip("-")
+
+
+def service_id(namespace: str, name: str) -> str:
+    """`<namespace>-<name>-<hash>` made Cloud Run-safe: starts with a letter, [a-z0-9-], < 50 chars, no trailing
+    hyphen. The readable part is truncated when long; the hash keeps distinct objects distinct."""
+    return f"{_readable(namespace, name, MAX_SERVICE_ID - SERVICE_HASH_CHARS - 1)}-{_base32_digest(namespace, name)}"
+
+
+def legacy_service_id(namespace: str, name: str) -> str:
+    """The id the first version gave (24-bit hex hash): only ever used for services it already created."""
+    return f"{_readable(namespace, name, MAX_SERVICE_ID - 7)}-{_digest(namespace, name, 6)}"
 
 
 def label_value(text: str) -> str:

@@ -5,9 +5,10 @@ Each request is forwarded as is (method, path, query, body, end-to-end headers) 
 service. Responses are streamed back chunk by chunk as they arrive, so server-sent events (`stream: true`)
 reach the client token by token. Tokens come from idtoken.py and are never logged.
 
-Two checks keep the user's identity where it belongs: the upstream must be https (plain http only to this
-machine, i.e. the local emulator), so the token never travels in clear text; and a request's Host header must name
-the proxy itself, so a web page cannot drive it through DNS rebinding (as `kubectl proxy` filters hosts).
+Two checks keep the user's identity where it belongs: the upstream must be a Cloud Run URL (https://<service>.run.app)
+or plain http to this machine (the local emulator), so whoever can write status.url cannot collect the token and it
+never travels in clear text; and a request's Host header must name the proxy itself, so a web page cannot drive it
+through DNS rebinding (as `kubectl proxy` filters hosts).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import re
 from collections.abc import Awaitable, Callable, Iterable
 
 import aiohttp
@@ -39,7 +41,15 @@ CONNECT_TIMEOUT_S = 30.0  # no read timeout: a generation may take minutes befor
 
 
 class UnsafeUpstream(ValueError):
-    """The upstream URL would receive the user's ID token in clear text or is not a URL at all."""
+    """The upstream URL is not one the user's ID token may be sent to (see check_upstream_url)."""
+
+
+# Cloud Run's default URLs: https://SERVICE-PROJECTNUMBER.REGION.run.app and the older
+# https://SERVICE-HASH-REGIONCODE.a.run.app. Whole DNS labels, then ".run.app" at the very end: "run.app.evil.com",
+# "evilrun.app" and "run.app" itself do not match.
+RUN_APP_HOST = re.compile(r"(?:[a-z0-9](?:[a-z0-9-]*[a-z0-9])?\.)+run\.app")
+ALLOWED_UPSTREAMS = ("allowed: a Cloud Run URL, https://<service>.run.app on port 443 without user info or path; "
+                     "or plain http to this machine, for the local emulator (127.0.0.0/8, ::1, localhost)")
 
 
 def is_loopback_host(host: str) -> bool:
@@ -54,14 +64,27 @@ def is_loopback_host(host: str) -> bool:
 
 
 def check_upstream_url(url: str) -> None:
-    """Raise UnsafeUpstream unless an ID token may be sent to `url`: https anywhere (custom domains exist, so no
-    host allow-list), or plain http to a loopback host (the local emulator serves http://127.0.0.1:PORT)."""
-    parsed = URL(url)
-    if not parsed.is_absolute() or not parsed.host or parsed.scheme not in ("http", "https"):
-        raise UnsafeUpstream(f"{url!r} is not an absolute http(s) URL")
-    if parsed.scheme == "http" and not is_loopback_host(parsed.host):
-        raise UnsafeUpstream(f"{url!r} is not https: the ID token would travel in clear text "
-                             "(plain http is accepted only to this machine: 127.0.0.0/8, ::1, localhost)")
+    """Raise UnsafeUpstream unless an ID token may be sent to `url`: a Cloud Run default URL (https, *.run.app,
+    port 443), or plain http to a loopback host (the local emulator serves http://127.0.0.1:PORT). Nothing else,
+    custom domains included: the URL comes from status.url, and whoever can write that must not choose where the
+    user's token goes."""
+    try:
+        parsed = URL(url)
+    except ValueError:  # e.g. a backslash in the authority
+        parsed = URL()
+    if not parsed.is_absolute() or not parsed.raw_host or parsed.scheme not in ("http", "https"):
+        raise UnsafeUpstream(f"{url!r} is not an absolute http(s) URL; {ALLOWED_UPSTREAMS}")
+    if parsed.scheme == "http" and not is_loopback_host(parsed.host or ""):
+        raise UnsafeUpstream(f"{url!r} is not https: the ID token would travel in clear text; {ALLOWED_UPSTREAMS}")
+    if parsed.scheme == "https" and not RUN_APP_HOST.fullmatch(parsed.raw_host):
+        raise UnsafeUpstream(f"{url!r} is not a Cloud Run URL (host {parsed.raw_host!r}); {ALLOWED_UPSTREAMS}")
+    if parsed.scheme == "https" and parsed.explicit_port not in (None, 443):
+        raise UnsafeUpstream(f"{url!r} is not on port 443; {ALLOWED_UPSTREAMS}")
+    if parsed.user is not None or parsed.password is not None:
+        raise UnsafeUpstream(f"{url!r} carries user info; {ALLOWED_UPSTREAMS}")
+    # status.url is an origin; a path, query or fragment is not a URL Cloud Run (or the emulator) hands out.
+    if parsed.raw_path not in ("", "/") or parsed.raw_query_string or parsed.raw_fragment:
+        raise UnsafeUpstream(f"{url!r} has a path, query or fragment; {ALLOWED_UPSTREAMS}")
 
 
 def accepted_hosts(port: int, listen_hosts: Iterable[str]) -> frozenset[str]:

@@ -85,6 +85,16 @@ def service_url(obj: dict[str, Any]) -> tuple[str, str | None]:
     return status["url"], warning
 
 
+def exposure_warning(host: str) -> str | None:
+    """What to shout when --host is not this machine: the proxy adds the user's ID token to whatever reaches it."""
+    from tgi_operator.proxy import is_loopback_host
+
+    if is_loopback_host(host):
+        return None
+    return (f"WARNING: --host {host!r} is not a loopback address: anyone who can reach it calls the service with your "
+            "Google identity (every request gets your ID token). Use --host 127.0.0.1 unless that is what you want.")
+
+
 def proxy(
     name: Annotated[str, typer.Argument(help="The TGIService to call.")],
     namespace: Annotated[
@@ -111,6 +121,8 @@ def proxy(
         raise typer.Exit(1) from None
     if warning:
         print(f"warning: {warning}", file=sys.stderr)
+    if exposed := exposure_warning(host):
+        print(exposed, file=sys.stderr)
     upstream = CloudRunProxy(url)
     try:
         asyncio.run(_run(upstream, host, port))

@@ -203,8 +203,11 @@ def test_delete_is_long_running(run_client: run_v2.ServicesClient, admin: AdminA
     deleting = run_client.get_service(name=created.name)
     assert deleting.reconciling and deleting.generation == created.generation + 1
     assert deleting.terminal_condition.state == Ready.CONDITION_RECONCILING
-    assert deleting.delete_time >= before
-    assert abs(deleting.expire_time - deleting.delete_time - datetime.timedelta(days=30)) < datetime.timedelta(seconds=1)
+    # delete_time is "only populated as a response to a Delete request" (service.proto): not on a read.
+    assert "delete_time" not in deleting and "expire_time" not in deleting
+    shown = operation.metadata  # the Delete operation's service: there they are
+    assert shown.delete_time >= before
+    assert abs(shown.expire_time - shown.delete_time - datetime.timedelta(days=30)) < datetime.timedelta(seconds=1)
     assert run_client.delete_service(name=created.name).operation.name == operation.operation.name  # the same operation
     with pytest.raises(gexc.FailedPrecondition) as caught:
         run_client.update_service(service=run_v2.Service(seed_service(), name=created.name))
@@ -229,7 +232,7 @@ def test_a_delete_in_progress_finishes_after_a_restart(tmp_path: Path) -> None:
         operation = clients.run.delete_service(name=created.name)
         assert not operation.done()
     with EmulatorThread(config) as emu, sync_clients(emu.grpc_endpoint) as clients:
-        assert clients.run.get_service(name=created.name).delete_time  # still being deleted
+        assert clients.run.get_service(name=created.name).reconciling  # still being deleted
         resumed = clients.run.get_operation(request={"name": operation.operation.name})
         deadline = time.monotonic() + 20
         while not resumed.done:

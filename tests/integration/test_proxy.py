@@ -163,12 +163,20 @@ def test_the_proxy_calls_the_private_service_with_a_token_and_without_it_the_ser
     log = "".join(proxy.output)
     assert "POST /v1/chat/completions -> 200" in log  # --verbose logs each request ...
     assert "eyJ" not in log  # ... but never a token (JWTs start with "eyJ")
+    assert "not a loopback address" not in log  # 127.0.0.1 (the default) is nothing to warn about
 
     # No Google identity at all (no key file, no metadata server): it says so at once instead of serving 502s.
-    nobody = run_proxy(stack, SEED_NAME, "-n", namespace, "--port", "0",
-                       env={"GCE_METADATA_HOST": "127.0.0.1:1", "GCE_METADATA_IP": "127.0.0.1:1"})
+    no_identity = {"GCE_METADATA_HOST": "127.0.0.1:1", "GCE_METADATA_IP": "127.0.0.1:1"}
+    nobody = run_proxy(stack, SEED_NAME, "-n", namespace, "--port", "0", env=no_identity)
     assert nobody.returncode == 1 and "Proxying" not in nobody.stdout
     assert f"error: cannot obtain an ID token for {url}: " in nobody.stderr
+
+    # Listening beyond this machine is allowed, but said loudly before anything else happens (here it stops at the
+    # missing identity, so it never listens on every interface).
+    exposed = run_proxy(stack, SEED_NAME, "-n", namespace, "--port", "0", "--host", "0.0.0.0", env=no_identity)
+    assert exposed.returncode == 1
+    assert ("WARNING: --host '0.0.0.0' is not a loopback address: anyone who can reach it calls the service with "
+            "your Google identity") in exposed.stderr
 
 
 def served_requests(proxy: ProxyProcess) -> int:

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tgi_operator.naming import invoker_account_id, is_owned_by, owner_labels, service_id
+from tgi_operator.naming import invoker_account_id, is_owned_by, legacy_service_id, owner_labels, service_id
 
 CLOUD_RUN_ID = re.compile(r"^[a-z]([a-z0-9-]{0,47}[a-z0-9])?$")
 SA_ID = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
@@ -23,7 +23,7 @@ DNS_NAME = st.from_regex(r"^[a-z0-9]([a-z0-9.-]{0,60}[a-z0-9])?$", fullmatch=Tru
 )
 def test_ids_are_readable_and_hashed(namespace: str, name: str, readable: str) -> None:
     result = service_id(namespace, name)
-    assert result.startswith(readable) and len(result) == len(readable) + 6
+    assert result.startswith(readable) and len(result) == len(readable) + 16  # 80 bits of base32
     assert CLOUD_RUN_ID.match(result)
 
 
@@ -49,6 +49,15 @@ def test_every_id_is_valid_and_deterministic(namespace: str, name: str) -> None:
     result = service_id(namespace, name)
     assert CLOUD_RUN_ID.match(result), result
     assert result == service_id(namespace, name)
+
+
+@pytest.mark.parametrize(("namespace", "name"), [("team-a", "llama-8b"), ("a-very-long-namespace-name-for-the-ml-team", "m")])
+def test_the_id_carries_80_bits_of_hash_so_another_tenant_cannot_search_for_it(namespace: str, name: str) -> None:
+    """The first version's 24 bits fell to a brute-force search in seconds; 80 bits of SHA-256 cannot be searched."""
+    suffix = service_id(namespace, name).rsplit("-", 1)[1]
+    assert len(suffix) == 16 and re.fullmatch("[a-z2-7]{16}", suffix)  # base32: 5 bits a character
+    assert service_id(namespace, name) != legacy_service_id(namespace, name)
+    assert re.fullmatch(r".*-[0-9a-f]{6}", legacy_service_id(namespace, name))  # what existing services are named
 
 
 def test_different_objects_that_clean_to_the_same_text_get_different_ids() -> None:

@@ -60,6 +60,13 @@ def _parent(name: str) -> str:
     return name.rsplit("/services/", 1)[0]
 
 
+def _as_deleted(service: run_v2.Service) -> run_v2.Service:
+    shown = clone(service)
+    shown.delete_time = now()
+    shown.expire_time = shown.delete_time + DELETED_KEPT
+    return shown
+
+
 class Reconciler:
     def __init__(self, state: State, operations: OperationBook, dataplane: DataPlane, may_invoke: Callable[[str, str], bool]) -> None:
         self._state = state
@@ -71,10 +78,12 @@ class Reconciler:
     # ------------------------------------------------------------ lifecycle
 
     async def resume(self) -> None:
-        """After a restart: serve every ready service on its old port and finish interrupted reconciles and deletes."""
+        """After a restart: serve every ready service on its old port (a new one if that was taken meanwhile) and
+        finish interrupted reconciles and deletes."""
         for name, snapshot in list(self._state.serving.items()):
             if name in self._state.services:
-                await self._publish(name, snapshot)
+                uri = await self._publish(name, snapshot)
+                self._record_uri(name, uri)
         for name, pending in list(self._state.pending.items()):
             if name not in self._state.services:
                 continue
@@ -137,14 +146,14 @@ class Reconciler:
             return self._state.operations[pending["operation"]]
         self.supersede(name, "The service was deleted.")
         service = self._state.services[name]
-        deleted_at = now()
-        service.delete_time = deleted_at
-        service.expire_time = deleted_at + DELETED_KEPT
         service.generation += 1
         service.etag = new_etag()
         service.reconciling = True
         service.terminal_condition = condition("Ready", State_.CONDITION_RECONCILING, "Deleting service.")
-        op = self._ops.start(_parent(name), service)
+        # delete_time and expire_time appear only in the Delete operation's service, never on GetService: "only
+        # populated as a response to a Delete request" (service.proto, delete_time). A reader cannot tell a
+        # deleting service from a reconciling one (the stricter reading).
+        op = self._ops.start(_parent(name), _as_deleted(service))
         self._state.pending[name] = {"operation": op.name, "delete": True}
         self._state.save()
         self._schedule(name, functools.partial(self._delete_later, name, op.name))
@@ -205,7 +214,7 @@ class Reconciler:
                       self._state.pending):  # fmt: skip
             table.pop(name, None)  # type: ignore[attr-defined]
         await self._dataplane.withdraw(name)
-        self._ops.finish(operation, service)
+        self._ops.finish(operation, _as_deleted(service))
         self._state.save()
 
     async def _settle(self, name: str, operation: str, new_revision: bool) -> None:
@@ -287,6 +296,25 @@ class Reconciler:
             may_invoke=lambda email, _name=name: self._may_invoke(_name, email),
             timeout_s=t.timeout.total_seconds() if "timeout" in t else 300.0,
         )
-        uri = await self._dataplane.publish(endpoint, port=self._state.ports.get(name))
+        saved = self._state.ports.get(name)
+        try:
+            uri = await self._dataplane.publish(endpoint, port=saved)
+        except OSError as exc:
+            if saved is None:
+                raise
+            # Another process took the port while the emulator was down: serve on a new one, and the URL moves
+            # (the caller records it), rather than refuse to start.
+            log.warning("port %d of %s cannot be used again (%s): serving it on a new port", saved, name, exc)
+            uri = await self._dataplane.publish(endpoint)
         self._state.ports[name] = int(uri.rsplit(":", 1)[1].split("/")[0])
         return uri
+
+    def _record_uri(self, name: str, uri: str) -> None:
+        """Write a moved URL everywhere it is kept (the service and its serving snapshot) and save, as a deploy does."""
+        service = self._state.services[name]
+        if service.uri == uri:
+            return
+        for kept in (service, self._state.serving[name]):
+            kept.uri = uri
+            kept.urls = [uri]
+        self._state.save()

@@ -13,6 +13,7 @@ from typing import Any
 from google.cloud import run_v2
 from google.protobuf import duration_pb2
 
+from tgi_operator.gpus import GPU_TYPES
 from tgi_operator.emulator import rules
 
 State_ = run_v2.Condition.State
@@ -74,8 +75,11 @@ def apply_defaults(service: run_v2.Service, project: str) -> None:
     """The defaults Cloud Run fills in and returns on reads (the operator's diff must ignore them)."""
     if not service.ingress:
         service.ingress = run_v2.IngressTraffic.INGRESS_TRAFFIC_ALL
-    if not service.launch_stage:
-        service.launch_stage = "GA"  # service.proto: "If no value is specified, GA is assumed."
+    # service.proto, launch_stage: "On read (or output), describes whether the resource uses preview features": a
+    # preview GPU reads BETA, anything else GA, whatever the request said (it only opts in on input).
+    accelerator = service.template.node_selector.accelerator if "node_selector" in service.template else ""
+    gpu = GPU_TYPES.get(accelerator)
+    service.launch_stage = gpu.launch_stage if gpu is not None else "GA"
     if not service.scaling.scaling_mode:
         service.scaling.scaling_mode = ScalingMode.AUTOMATIC  # reads say AUTOMATIC for a service created without one
     if not service.traffic:

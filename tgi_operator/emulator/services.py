@@ -52,7 +52,8 @@ class CloudRunServices:
     # ------------------------------------------------------------ lifecycle
 
     async def resume(self) -> None:
-        """After a restart: serve every ready service on its old port and finish interrupted reconciles and deletes."""
+        """After a restart: serve every ready service on its old port (a new one if that was taken meanwhile) and
+        finish interrupted reconciles and deletes."""
         await self._reconciler.resume()
 
     async def close(self) -> None:
