@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-unit testenv venv crd bench test-kind clean
+.PHONY: demo test test-unit testenv kstatus venv crd bench test-kind clean
 
 # pyproject.toml requires Python >= 3.11: say so plainly, before pip fails with an obscure requires-python error.
 PY_OK := -c 'import sys; sys.exit(sys.version_info < (3, 11))'
@@ -27,11 +27,15 @@ venv: $(STAMP)  ## .venv with the package and its test/demo extras
 testenv:  ## build (once) or find kube-apiserver and etcd; prints their folder
 	@bash hack/build-testenv.sh
 
+kstatus:  ## build (once) or find the kstatus checker (sigs.k8s.io/cli-utils) the GitOps tests use; prints its path
+	@bash hack/build-kstatus.sh
+
 demo: venv testenv  ## the local demo: control plane + emulator + operator + the seed TGIService, end to end
 	$(BIN)/tgi-operator demo $(DEMO_ARGS)
 
-test: venv testenv  ## every test, against a real kube-apiserver + etcd and the Cloud Run emulator
-	KUBEBUILDER_ASSETS="$$(bash hack/build-testenv.sh)" $(BIN)/python -m pytest $(PYTEST_ARGS)
+test: venv testenv kstatus  ## every test, against a real kube-apiserver + etcd, the Cloud Run emulator and cli-utils' kstatus
+	KUBEBUILDER_ASSETS="$$(bash hack/build-testenv.sh)" TGI_KSTATUS_BIN="$$(bash hack/build-kstatus.sh)" \
+	  $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-unit: venv  ## pure-function tests only (no control plane)
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)

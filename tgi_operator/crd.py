@@ -124,8 +124,11 @@ def spec_schema() -> dict[str, Any]:
 
 
 def status_schema() -> dict[str, Any]:
-    # No defaults in status: only the operator writes it.
+    # No defaults inside status (only the operator writes it), but the status itself starts at observedGeneration 0:
+    # a new object then reads as in progress (kstatus: "generation is 1, but latest observed generation is 0") until
+    # the operator's first write, instead of as Current with no status at all (Flux `wait` would pass too early).
     schema = structural(TGIServiceStatus.model_json_schema(by_alias=True), defaults=False)
+    schema["default"] = {"observedGeneration": 0}
     schema["properties"]["kopf"] = {
         "type": "object",
         "x-kubernetes-preserve-unknown-fields": True,

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+import os
+
 import typer
 
 
@@ -17,8 +20,22 @@ def run(
     """Run the operator (configuration from TGI_OPERATOR_* variables; see settings.py)."""
     if not all_namespaces and not namespace:
         raise typer.BadParameter("pass --all-namespaces or at least one --namespace")
+    _exit_on_bad_settings(json_logs)
     from tgi_operator.handlers import run_operator  # imported here: it reads the settings at import
 
     run_operator(namespaces=namespace, all_namespaces=all_namespaces, liveness_port=liveness_port or None, liveness_host=liveness_host,
                  metrics_port=metrics_port or None,
                  verbose=verbose, json_logs=json_logs)
+
+
+def _exit_on_bad_settings(json_logs: bool) -> None:
+    """Placeholders or invalid values: one log line (JSON with --json-logs) naming the settings, exit 2, no traceback."""
+    from tgi_operator.settings import startup_problem
+
+    problem = startup_problem(os.environ)
+    if problem:
+        import kopf
+
+        kopf.configure(log_format=kopf.LogFormat.JSON if json_logs else kopf.LogFormat.FULL)
+        logging.getLogger("tgi_operator").error(problem)
+        raise typer.Exit(2)

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 CommaList = Annotated[list[str], NoDecode]  # "a,b" in the environment, not JSON
+ENV_PREFIX = "TGI_OPERATOR_"
+# What manifests/base (and the README) ship in place of real values; an overlay sets them. None is a valid value:
+# project ids, cluster names and image paths are lower case.
+PLACEHOLDERS = ("PROJECT_ID", "CLUSTER_NAME", "REPLACE_ME")
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="TGI_OPERATOR_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
 
     cloud_run_endpoint: str | None = Field(
         None,
@@ -42,3 +47,22 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [item.strip() for item in value.split(",") if item.strip()]
         return value
+
+
+def startup_problem(environ: Mapping[str, str]) -> str | None:
+    """Why the operator must not start with this environment, in one sentence naming each setting; None when fine."""
+    fields = Settings.model_fields
+    ours = {key.upper().removeprefix(ENV_PREFIX).lower(): value for key, value in environ.items()
+            if key.upper().startswith(ENV_PREFIX)}
+    ours = {name: value for name, value in ours.items() if name in fields}
+    left = [f"{ENV_PREFIX}{name.upper()}={value} ({fields[name].description})"
+            for name, value in sorted(ours.items()) if any(p in value for p in PLACEHOLDERS)]
+    if left:
+        return ("not starting: settings still hold the placeholders of manifests/base; set them in your overlay "
+                f"(see manifests/overlays/example): {'; '.join(left)}")
+    try:
+        Settings(**ours)  # type: ignore[arg-type]  # strings, parsed as the environment would be
+    except ValidationError as exc:
+        what = "; ".join(f"{ENV_PREFIX}{'.'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors())
+        return f"not starting: invalid settings: {what}"
+    return None

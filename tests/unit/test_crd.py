@@ -79,9 +79,12 @@ def test_every_spec_string_and_list_is_bounded() -> None:
             assert "maxItems" in node, f"{path} has no maxItems"
 
 
-def test_status_keeps_kopf_progress_and_has_no_defaults() -> None:
+def test_status_keeps_kopf_progress_and_starts_unobserved() -> None:
     assert STATUS["properties"]["kopf"]["x-kubernetes-preserve-unknown-fields"] is True
-    assert all("default" not in node for _, node in walk(STATUS))
+    # Only the status itself has a default: observedGeneration 0, so a new object is in progress (kstatus) until the
+    # operator's first write. Nothing inside it is defaulted: only the operator writes it.
+    assert STATUS["default"] == {"observedGeneration": 0}
+    assert all("default" not in node for path, node in walk(STATUS) if node is not STATUS)
     conditions = STATUS["properties"]["conditions"]
     assert conditions["x-kubernetes-list-type"] == "map"
     assert conditions["x-kubernetes-list-map-keys"] == ["type"]

@@ -12,23 +12,25 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
 from tgi_operator.devenv.cluster import free_ports
 from tgi_operator.devenv.serviceaccount import service_account_kubeconfig
 from tgi_operator.devenv.testing import KubeCluster
 
 REPO = Path(__file__).resolve().parents[2]
-CRD_FILE = REPO / "crds" / "tgiservices.tgi-operator.dev.yaml"
+CRD_DIR = REPO / "manifests" / "crd"    # the API (CRD + its delete protection), installed on its own
+BASE_DIR = REPO / "manifests" / "base"  # the operator
 OPERATOR_NAMESPACE = "tgi-operator-system"
 OPERATOR_SERVICE_ACCOUNT = "tgi-operator"
-# What `kubectl apply -k manifests/base` installs, minus the Deployment (no kubelet here: the operator runs
-# as a local process, under the same ServiceAccount and RBAC).
-INSTALL_FILES = [CRD_FILE, *(REPO / "manifests" / "base" / f for f in ("namespace.yaml", "serviceaccount.yaml", "rbac.yaml"))]
 
 
 def install(kube: KubeCluster) -> None:
-    """Apply the CRD and the operator's namespace, ServiceAccount and RBAC; wait until the CRD serves."""
-    for path in INSTALL_FILES:
-        kube.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(path))
+    """`kubectl apply -k manifests/crd`, then `-k manifests/base` minus the Deployment (no kubelet here: the
+    operator runs as a local process, under the same ServiceAccount and RBAC); wait until the CRD serves."""
+    kube.kubectl("apply", "--server-side", "--force-conflicts", "-k", str(CRD_DIR))
+    base = [doc for doc in yaml.safe_load_all(kube.kubectl("kustomize", str(BASE_DIR)).stdout) if doc["kind"] != "Deployment"]
+    kube.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", input=yaml.safe_dump_all(base))
     kube.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/tgiservices.tgi-operator.dev")
 
 
@@ -58,13 +60,14 @@ class OperatorProcess:
 
 
 def start_operator(
-    kubeconfig: Path, env: dict[str, str], log_file: Path, timeout: float = 60.0, detach: bool = False
+    kubeconfig: Path, env: dict[str, str], log_file: Path, timeout: float = 60.0, detach: bool = False,
+    extra_args: tuple[str, ...] = (),
 ) -> OperatorProcess:
     """`tgi-operator run --all-namespaces` with `env` (TGI_OPERATOR_*, GCE_METADATA_*); ready when /healthz answers.
     `detach`: a session of its own, so it outlives the caller (and the caller's Ctrl-C)."""
     port, metrics_port = free_ports(2)
     command = [sys.executable, "-m", "tgi_operator.cli", "run", "--all-namespaces", f"--liveness-port={port}",
-               "--liveness-host=127.0.0.1", f"--metrics-port={metrics_port}", "--verbose"]
+               "--liveness-host=127.0.0.1", f"--metrics-port={metrics_port}", "--verbose", *extra_args]
     full_env = {**os.environ, **env, "KUBECONFIG": str(kubeconfig), "PYTHONUNBUFFERED": "1"}
     log = open(log_file, "ab")  # noqa: SIM115 - handed to the child
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=full_env, stdin=subprocess.DEVNULL,
