@@ -116,7 +116,11 @@ async def ensure_invoker_account(namespace: str, name: str, project: str, email:
             await accounts.create(project, invoker_account_id(namespace, name),
                                   invoker_account_display_name(namespace, name), description)
         except PermanentCloudError as exc:
-            if exc.code == "ALREADY_EXISTS":  # it exists; IAM reads lag behind a create by up to a minute
+            if exc.code == "ALREADY_EXISTS":  # it exists: IAM reads lag behind a create by a minute or more ...
+                if email.lower() in await accounts.list_emails(project):  # ... but once it is listed, a 403 is real
+                    raise Stall("PermissionDenied", f"the invoker service account {email} exists but the operator "
+                                "may not read it (iam.serviceAccounts.get): grant it roles/iam.serviceAccountAdmin on "
+                                f"project {project}, or it belongs to someone else") from exc
                 raise TransientCloudError(exc.code, f"{email} exists but IAM does not show it yet (reads are "
                                           "eventually consistent after a create); looking again", retry_after=5.0) from exc
             if exc.code == "PERMISSION_DENIED" and exc.reason != "ApiNotEnabled":

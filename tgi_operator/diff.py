@@ -1,7 +1,9 @@
 """Pure: which owned fields of a Cloud Run service differ from what the spec renders.
 
 Only what render.py sets is compared; fields Cloud Run fills or defaults (uid, etag, timestamps, generation,
-conditions, the default service account, client annotations, ...) are ignored, so a
+conditions, the default service account when none is asked for, client annotations, ...) are ignored, and so is
+launch_stage, which reads back as the stage the features in use need (a GPU that goes GA reads GA although BETA was
+sent): it is sent with every update, never a reason for one. So a
 freshly read service that matches the spec yields no difference and causes no write.
 """
 
@@ -9,7 +11,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from google.api import launch_stage_pb2
 from google.cloud import run_v2
 
 from tgi_operator.naming import MANAGED_BY, OWNER_LABELS
@@ -66,9 +67,6 @@ def _scaling(service: run_v2.Service) -> tuple[str, int]:
     return "AUTOMATIC", 0
 
 
-def _launch_stage(service: run_v2.Service) -> int:
-    """GA when unspecified (Cloud Run's default)."""
-    return service.launch_stage or launch_stage_pb2.LaunchStage.GA
 
 
 OWNED_ANNOTATION_PREFIX = "tgi-operator.dev/"
@@ -90,7 +88,6 @@ def owned_fields(service: run_v2.Service, desired: run_v2.Service) -> dict[str, 
         "ingress": service.ingress,
         "invokerIamDisabled": service.invoker_iam_disabled,
         "scaling": _scaling(service),
-        "launchStage": _launch_stage(service),
         "template.containers": len(template.containers),
         "template.labels": {k: template.labels.get(k) for k in desired.template.labels},
         "template.scaling.minInstanceCount": template.scaling.min_instance_count,
@@ -152,6 +149,14 @@ def with_annotation(observed: run_v2.Service, key: str, value: str) -> run_v2.Se
     """The observed service with one service-level annotation changed: a metadata-only update (no new revision)."""
     update = _resendable(observed)
     update.annotations[key] = value
+    return update
+
+
+def claimed(observed: run_v2.Service, labels: dict[str, str], annotations: dict[str, str]) -> run_v2.Service:
+    """The observed service marked as this object's (owner labels, uid, invoker record): a metadata-only update."""
+    update = _resendable(observed)
+    update.labels.update(labels)
+    update.annotations.update(annotations)
     return update
 
 

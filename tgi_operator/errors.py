@@ -130,16 +130,22 @@ def classify(exc: gexc.GoogleAPICallError) -> CloudError:
     message = describe(exc)
     delay = retry_delay(exc)
     info = error_info(exc)
-    if isinstance(exc, TRANSIENT) or (isinstance(exc, gexc.ResourceExhausted) and delay is not None):
+    if quota := gpu_quota_message(message):  # whatever the code: the request itself is over the GPU quota
+        return PermanentCloudError(code, f"{quota}. Cloud Run: {message}", reason="GpuQuotaExceeded")
+    # RESOURCE_EXHAUSTED on a call is an API rate limit (e.g. "Read requests per minute per region", ErrorInfo
+    # RATE_LIMIT_EXCEEDED or none at all), with or without RetryInfo: back off and retry. Only a quota on resources
+    # (ErrorInfo RESOURCE_QUOTA_EXCEEDED) needs a change.
+    quota_refusal = info is not None and info.reason == "RESOURCE_QUOTA_EXCEEDED"
+    if isinstance(exc, TRANSIENT) or (isinstance(exc, gexc.ResourceExhausted) and not quota_refusal):
         return TransientCloudError(code, message, retry_after=delay)
+    if isinstance(exc, gexc.FailedPrecondition) and "being deleted" in message:  # a delete in progress: wait
+        return TransientCloudError("DELETING", message, retry_after=5.0)
     permission = info.metadata.get("permission") if info is not None else None
     if api := _service_disabled(info):
         consumer = info.metadata.get("consumer", "").removeprefix("projects/")  # type: ignore[union-attr]
         hint = f"gcloud services enable {api}" + (f" --project {consumer}" if consumer else "")
         return PermanentCloudError(code, f"{api} is not enabled in the project: run `{hint}` (it takes a few minutes "
                                    f"to propagate). {message}", reason="ApiNotEnabled")
-    if isinstance(exc, gexc.InvalidArgument) and (quota := gpu_quota_message(message)):
-        return PermanentCloudError(code, f"{quota}. Cloud Run: {message}", reason="GpuQuotaExceeded")
     for kind, reason in PERMANENT_REASONS.items():
         if isinstance(exc, kind):
             return PermanentCloudError(code, message, reason=reason, permission=permission)

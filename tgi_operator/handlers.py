@@ -12,18 +12,22 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import random
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import kopf
 
-from tgi_operator import API_GROUP, API_VERSION, PLURAL, metrics
+from tgi_operator import API_GROUP, API_VERSION, PLURAL, logredact, metrics
 from tgi_operator.cloudrun import CloudRunServices, services_client
 from tgi_operator.errors import PermanentCloudError, TransientCloudError
 from tgi_operator.iam import ServiceAccounts, iam_client
+from tgi_operator.kopf_storage import TolerantDiffBaseStorage, TolerantProgressStorage
 from tgi_operator.models import TGIServiceStatus
 from tgi_operator.probe import ModelProbe
-from tgi_operator.reconcile import ABANDON_ANNOTATION, Adapters, Event, ObjectRef, Outcome, finalize, reconcile
+from tgi_operator.finalize import ABANDON_ANNOTATION, finalize
+from tgi_operator.reconcile import Adapters, Event, ObjectRef, Outcome, reconcile
 from tgi_operator.settings import Settings
 
 RESOURCE = (API_GROUP, API_VERSION, PLURAL)
@@ -43,8 +47,9 @@ class QuietPollTicks(logging.Filter):
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     # kopf's bookkeeping lives under our own prefix, and only in annotations (status is ours).
     settings.persistence.finalizer = f"{API_GROUP}/finalizer"
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=API_GROUP)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=API_GROUP)
+    # Read tolerantly: a garbage value someone wrote there must not block the object (and its finalizer) forever.
+    settings.persistence.progress_storage = TolerantProgressStorage(prefix=API_GROUP)
+    settings.persistence.diffbase_storage = TolerantDiffBaseStorage(prefix=API_GROUP)
     settings.posting.level = logging.WARNING  # we post our own Normal events; kopf adds its warnings
     logging.getLogger("kopf.objects").addFilter(QuietPollTicks())
     memo.adapters = Adapters(
@@ -66,10 +71,16 @@ def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
+def _mapping(value: Any) -> Mapping[str, Any]:
+    """A stored object may hold anything (an older, looser CRD; a hand-written status): only a mapping is read."""
+    return value if isinstance(value, Mapping) else {}
+
+
 def _ref(body: kopf.Body) -> ObjectRef:
     return ObjectRef(
         namespace=body.metadata.namespace, name=body.metadata.name, generation=body.metadata.get("generation", 0),
-        spec=body.get("spec", {}), status=body.get("status", {}), annotations=body.metadata.annotations,
+        spec=_mapping(body.get("spec")), status=_mapping(body.get("status")), annotations=body.metadata.annotations,
+        uid=body.metadata.uid or "",
     )
 
 
@@ -97,13 +108,19 @@ def merge_patch(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     return patch
 
 
-def _status_patch(current: dict[str, Any], status: TGIServiceStatus) -> dict[str, Any]:
-    """The merge patch for .status; empty when nothing we own changed (the steady state writes nothing)."""
-    return merge_patch(TGIServiceStatus.model_validate(current).to_k8s(), status.to_k8s())
+STATUS_KEYS = frozenset(field.alias or name for name, field in TGIServiceStatus.model_fields.items())
+
+
+def _status_patch(current: Any, status: TGIServiceStatus) -> dict[str, Any]:
+    """The merge patch for .status; empty when nothing we own changed (the steady state writes nothing). Compared
+    with the stored status as it is, so a broken field someone wrote is overwritten or removed, never kept."""
+    ours = {k: v for k, v in dict(current).items() if k in STATUS_KEYS} if isinstance(current, Mapping) else {}
+    return merge_patch(ours, status.to_k8s())
 
 
 def _backoff(attempt: int, ceiling: float) -> float:
-    return min(CONFIG.poll_initial_seconds * 2 ** min(attempt, 16), ceiling)
+    """Exponential backoff with full jitter, so objects throttled together (a burst of 429s) do not retry together."""
+    return random.uniform(0.5, 1.0) * min(CONFIG.poll_initial_seconds * 2 ** min(attempt, 16), ceiling)
 
 
 def _count(outcome: Outcome) -> None:
@@ -127,13 +144,13 @@ def _schedule(memo: kopf.Memo, outcome: Outcome) -> None:
     elif a is None:  # a transient cloud error: back off
         memo.attempt = memo.get("attempt", 0) + 1
         delay = outcome.transient.retry_after or _backoff(memo.attempt, cfg.poll_max_seconds)
-    elif a.ready or (a.stalled and a.reason != "RevisionFailed"):
+    elif a.ready or a.stalled:
         memo.attempt, delay = 0, cfg.resync_seconds
     else:  # deploying, waiting for the model, or a failed revision to redeploy: back off, then check again
         memo.attempt = memo.get("attempt", 0) + 1
-        delay = _backoff(memo.attempt - 1, cfg.resync_seconds if a.stalled else cfg.poll_max_seconds)
-    if a is not None:
-        memo.redeploy_failed = a.stalled and a.reason == "RevisionFailed"
+        delay = _backoff(memo.attempt - 1, cfg.resync_seconds if a.reason == "RevisionFailed" else cfg.poll_max_seconds)
+    if a is not None:  # a failed revision the operator has not given up on: the next pass deploys it again
+        memo.redeploy_failed = a.reason == "RevisionFailed" and not a.stalled
     memo.next_check = time.monotonic() + delay
 
 
@@ -150,7 +167,7 @@ async def _pass(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, *, redeploy
             outcome = await reconcile(_ref(body), memo.adapters, CONFIG, now=_now(), redeploy_failed=redeploy_failed)
         _schedule(memo, outcome)
     _count(outcome)
-    status_patch = _status_patch(dict(body.get("status", {})), outcome.status)
+    status_patch = _status_patch(body.get("status"), outcome.status)
     if status_patch:
         patch.status.update(status_patch)
     _post(body, outcome.events)
@@ -182,7 +199,7 @@ async def poll(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logger: kopf
 async def delete(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -> None:
     memo.deleting = True  # stops any pass queued behind the lock (see _pass)
     if retry == 0:
-        _post(body, [Event("Normal", "Deleting", f"deletionPolicy {body.get('spec', {}).get('deletionPolicy', 'Delete')}")])
+        _post(body, [Event("Normal", "Deleting", f"deletionPolicy {_mapping(body.get('spec')).get('deletionPolicy', 'Delete')}")])
     try:
         async with _lock(memo):
             events = await finalize(_ref(body), memo.adapters, CONFIG)
@@ -210,6 +227,7 @@ def run_operator(*, namespaces: list[str], all_namespaces: bool, liveness_port: 
                  verbose: bool = False, json_logs: bool = False) -> None:
     """Run kopf with these handlers until SIGINT/SIGTERM. Standalone: one operator replica, no peering."""
     kopf.configure(verbose=verbose, log_format=kopf.LogFormat.JSON if json_logs else kopf.LogFormat.FULL)
+    logredact.install()  # after configure: it filters the handler configure just made
     liveness = f"http://{liveness_host}:{liveness_port}/healthz" if liveness_port else None
     if metrics_port:
         metrics.serve(metrics_port, liveness_host)

@@ -244,8 +244,8 @@ class SecretRef(_Model):
         Field(
             pattern=SECRET_REGEX,
             max_length=300,
-            description="Secret Manager secret holding the Hugging Face token: a secret ID in the service's "
-            "project, or projects/PROJECT/secrets/ID.",
+            description="Secret Manager secret: a secret ID in the service's project, or "
+            "projects/PROJECT/secrets/ID (of that same project).",
         ),
     ]
     version: Annotated[
@@ -264,7 +264,7 @@ class ModelSpec(_Model):
     model_config = ConfigDict(
         json_schema_extra=_rules(
             _cel(
-                "!self.id.contains('--') && !self.id.contains('..')",
+                "!has(self.id) || (!self.id.contains('--') && !self.id.contains('..'))",
                 _MODEL_ID_DOUBLE_MESSAGE,
                 field_path=".id",
             ),
@@ -354,16 +354,22 @@ def _quantity_message(field: str) -> str:
 
 
 def _quantity_rule(field: str, gpu: GpuType, check: str) -> str:
-    """A CEL rule that applies `check` only to this GPU type and to a well-formed quantity (others say so)."""
-    return f"self.gpu.type != '{gpu.name}' || !isQuantity(string(self.{field})) || {check}"
+    """A CEL rule that applies `check` only to this GPU type and to a well-formed quantity (others say so).
+
+    Every field it reads is guarded with has(): on an object stored before a field was defaulted, an absent
+    field must let the rule pass, not fail it with "no such key" (a runtime error, which validation ratcheting
+    does not forgive, so every update of the object would be refused). New objects always have them (defaults).
+    """
+    present = " && ".join(f"has(self.{name})" for name in dict.fromkeys(("gpu", "gpu.type", field, "cpu")))
+    return f"!({present}) || self.gpu.type != '{gpu.name}' || !isQuantity(string(self.{field})) || {check}"
 
 
 def _resources_rules() -> list[dict[str, Any]]:
     """CPU and memory as Cloud Run accepts them with each GPU type (the table and its sources: gpus.py)."""
     cpu, memory = "quantity(string(self.cpu))", "quantity(string(self.memory))"
     rules = [
-        _cel("isQuantity(string(self.cpu))", _quantity_message("cpu"), field_path=".cpu"),
-        _cel("isQuantity(string(self.memory))", _quantity_message("memory"), field_path=".memory"),
+        _cel("!has(self.cpu) || isQuantity(string(self.cpu))", _quantity_message("cpu"), field_path=".cpu"),
+        _cel("!has(self.memory) || isQuantity(string(self.memory))", _quantity_message("memory"), field_path=".memory"),
     ]
     for gpu in GPU_TYPES.values():
         choices = " || ".join(f"{cpu}.compareTo(quantity('{n}')) == 0" for n in gpu.cpu_choices)
@@ -467,7 +473,7 @@ class ScalingSpec(_Model):
     model_config = ConfigDict(
         json_schema_extra=_rules(
             _cel(
-                "self.minInstances <= self.maxInstances",
+                "!has(self.minInstances) || !has(self.maxInstances) || self.minInstances <= self.maxInstances",
                 "minInstances must not exceed maxInstances",
                 field_path=".minInstances",
             )
@@ -564,10 +570,14 @@ _RESERVED_ENV_MESSAGE = (
     + ", ".join(sorted(RESERVED_ENV_NAMES))
     + " (use the matching spec field instead)"
 )
+_ENV_SOURCE_MESSAGE = "set exactly one of value (a literal) or valueFrom (a Secret Manager secret)"
 
 
 class EnvVar(_Model):
     """An extra environment variable for TGI (e.g. a launcher option the spec does not cover)."""
+
+    # No API-server default for value: it would make every valueFrom entry carry both.
+    model_config = ConfigDict(json_schema_extra=_rules(_cel("has(self.value) != has(self.valueFrom)", _ENV_SOURCE_MESSAGE)))
 
     name: Annotated[
         StrictStr,
@@ -586,7 +596,22 @@ class EnvVar(_Model):
         ),
         AfterValidator(_not_reserved_env),
     ]
-    value: Annotated[StrictStr, Field(max_length=32768, description="Variable value.")] = ""
+    value: Annotated[
+        StrictStr | None,
+        Field(max_length=32768, description="Variable value, a literal stored in the Cloud Run configuration. "
+              "For anything secret use valueFrom."),
+    ] = None
+    value_from: Annotated[
+        SecretRef | None,
+        Field(description="A Secret Manager secret version Cloud Run reads at start-up: the value never passes "
+              "through Kubernetes or the operator."),
+    ] = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> EnvVar:
+        if (self.value is None) == (self.value_from is None):
+            raise ValueError(_ENV_SOURCE_MESSAGE)
+        return self
 
 
 DURATION_REGEX = "^([0-9]{1,4}h)?([0-9]{1,6}m)?([0-9]{1,7}s)?$"
@@ -613,7 +638,8 @@ def _request_timeout(value: str) -> str:
 def _immutable_rules() -> list[dict[str, Any]]:
     """Where the service lives cannot change in place: a move would orphan the old service (and its GPUs)."""
     return [
-        _cel("self.region == oldSelf.region",
+        # An object stored without a region (under an older, looser CRD) may be given one: no service exists yet.
+        _cel("!has(oldSelf.region) || !has(self.region) || self.region == oldSelf.region",
              "region is immutable: create a new TGIService in the new region and delete this one",
              field_path=".region", reason="FieldValueForbidden"),
         _cel("has(self.project) == has(oldSelf.project) && (!has(self.project) || self.project == oldSelf.project)",
@@ -625,7 +651,9 @@ def _immutable_rules() -> list[dict[str, Any]]:
 def _region_rules() -> list[dict[str, Any]]:
     return [
         _cel(
-            f"self.resources.gpu.type != '{gpu.name}' || self.region in {_cel_list(gpu.regions)}",
+            # has() guards: absent inputs pass (see _quantity_rule); `required` still demands region of new writes.
+            "!(has(self.region) && has(self.resources) && has(self.resources.gpu) && has(self.resources.gpu.type)) "
+            f"|| self.resources.gpu.type != '{gpu.name}' || self.region in {_cel_list(gpu.regions)}",
             _region_message(gpu),
             field_path=".region",
         )
@@ -813,6 +841,24 @@ class TGIServiceStatus(_Status):
             json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
         ),
     ] = []
+
+    @classmethod
+    def lenient(cls, raw: Any) -> TGIServiceStatus:
+        """The status as stored, keeping each field that parses and dropping those that do not (a status written by
+        hand, or by another version): a broken field is observed afresh instead of failing every pass."""
+        if not isinstance(raw, Mapping):
+            return cls()
+        try:
+            return cls.model_validate(_plain(raw))
+        except ValidationError:
+            kept: dict[str, Any] = {}
+            for key, value in _plain(raw).items():
+                try:
+                    cls.model_validate({key: value})
+                except ValidationError:
+                    continue
+                kept[key] = value
+            return cls.model_validate(kept)
 
     def to_k8s(self) -> dict[str, Any]:
         """The status as the API server stores it (camelCase, unset fields left out)."""

@@ -16,17 +16,18 @@ from google.cloud import run_v2
 from pydantic import ValidationError
 
 from tgi_operator import conditions as cond
-from tgi_operator.access import Access, apply_invokers, delete_invoker_account, refused_problem
+from tgi_operator.access import Access, apply_invokers, refused_problem
 from tgi_operator.cloudrun import CloudRunServices
 from tgi_operator.conditions import short_revision
-from tgi_operator.diff import diff, merge_for_update, with_annotation, without_owner
+from tgi_operator.diff import claimed, diff, merge_for_update, with_annotation
 from tgi_operator.errors import PermanentCloudError, Stall, TransientCloudError
 from tgi_operator.iam import ServiceAccounts
-from tgi_operator.invokers import parse_members
+from tgi_operator.invokers import invoker_members_of, parse_members
 from tgi_operator.models import Condition, ModelStatus, TGIServiceSpec, TGIServiceStatus, describe_errors, parse_spec
-from tgi_operator.naming import is_owned_by
 from tgi_operator.probe import ModelProbe, ProbeResult
-from tgi_operator.render import INVOKERS_ANNOTATION, Target, invoker_service_account, render_service, target
+from tgi_operator.naming import is_owned_by, legacy_service_id
+from tgi_operator.ownership import ADOPT_ANNOTATION, OWNER_UID_ANNOTATION, Claim, claim
+from tgi_operator.render import INVOKERS_ANNOTATION, Target, recorded_target, render_service, target
 from tgi_operator.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,7 @@ class ObjectRef:
     spec: Mapping[str, Any]
     status: Mapping[str, Any]
     annotations: Mapping[str, str] = field(default_factory=dict)
+    uid: str = ""  # metadata.uid: written on the services this object creates (ownership.py)
 
 
 @dataclass
@@ -92,10 +94,12 @@ def check_policy(spec: TGIServiceSpec, where: Target, settings: Settings) -> Non
         identity = spec.service_account or "the default compute service account"
         raise Stall("ServiceAccountNotAllowed", f"spec.serviceAccount: {identity} is not a runtime identity this "
                     f"operator may use (allowed: {', '.join(settings.allowed_service_accounts)})")
-    secret = spec.model.hf_token_secret
-    if secret and secret.secret.startswith("projects/") and not secret.secret.startswith(f"projects/{where.project}/"):
-        raise Stall("SecretNotAllowed", f"spec.model.hfTokenSecret.secret: {secret.secret} is in another project; "
-                    f"use a secret of project {where.project}")
+    secrets = [("spec.model.hfTokenSecret", spec.model.hf_token_secret)]
+    secrets += [(f"spec.env[{i}].valueFrom", e.value_from) for i, e in enumerate(spec.env)]
+    for path, secret in secrets:
+        if secret and secret.secret.startswith("projects/") and not secret.secret.startswith(f"projects/{where.project}/"):
+            raise Stall("SecretNotAllowed", f"{path}.secret: {secret.secret} is in another project; "
+                        f"use a secret of project {where.project}")
 
 
 def public_refused(spec: TGIServiceSpec, settings: Settings) -> bool:
@@ -127,9 +131,9 @@ def explain(exc: PermanentCloudError, runtime_identity: str | None) -> cond.Prob
     return cond.Problem(exc.reason, f"Cloud Run: {exc.message}")
 
 
-def resolve_target(obj: ObjectRef, spec: TGIServiceSpec, settings: Settings) -> Target:
+def resolve_target(obj: ObjectRef, spec: TGIServiceSpec, settings: Settings, recorded: str | None = None) -> Target:
     try:
-        return target(obj.namespace, obj.name, spec, settings.default_project)
+        return target(obj.namespace, obj.name, spec, settings.default_project, recorded)
     except ValueError as exc:
         raise Stall("NoProject", str(exc)) from None
 
@@ -143,7 +147,9 @@ async def reconcile(
     """One pass. `redeploy_failed`: a failed revision of an unchanged spec is deployed again (the handler
     decides when, with backoff), so that e.g. raised GPU quota is picked up without a touch.
     Transient cloud errors do not raise: they come back in `Outcome.transient`, with the status to record."""
-    previous = TGIServiceStatus.model_validate(dict(obj.status or {}))
+    previous = TGIServiceStatus.lenient(obj.status)  # a broken status is observed afresh, field by field
+    recorded = recorded_target(obj.namespace, obj.name, previous.service_name)
+    previous.service_name = recorded.name if recorded else None
     status = previous.model_copy(deep=True)
     status.observed_generation = obj.generation
     events: list[Event] = []
@@ -152,15 +158,18 @@ async def reconcile(
     try:
         spec = checked_spec(obj)
         runtime_identity = spec.service_account or "the default compute service account"
+        if previous.service_name is None and (project := spec.project or settings.default_project):
+            first = await first_version_service(obj, project, spec.region, adapters.services, settings)
+            previous.service_name = status.service_name = first.name if first else None
         suspended = spec.suspend
-        where = resolve_target(obj, spec, settings)
+        where = resolve_target(obj, spec, settings, previous.service_name)
         check_same_target(previous.service_name, where)
         check_policy(spec, where, settings)
         if public_refused(spec, settings):  # deploy it private (and revoke allUsers if it was public before)
             spec = spec.model_copy(update={"access": spec.access.model_copy(update={"public": False})})
             refused_public = True
-        desired = render_service(obj.namespace, obj.name, spec, where, settings.cluster_name)
-        observed = await _observe(obj, where, adapters.services, settings)
+        desired = render_service(obj.namespace, obj.name, spec, where, settings.cluster_name, obj.uid)
+        observed, adopting = await _observe(obj, where, adapters.services, settings, previous.service_name)
         if observed is None and previous.service_name != where.name:
             # Write the intent down before acting: whatever happens next, deletion knows what to clean up. The
             # first status already says Reconciling, so no reader takes a new object for a finished one.
@@ -174,12 +183,16 @@ async def reconcile(
             wrote, events = True, [Event("Normal", "Creating", f"creating Cloud Run service {where.name}")]
         else:
             observed = await _record_invokers(observed, desired, adapters.services)
+        if adopting:
+            observed, adopted = await _adopt(obj, where, observed, desired, adapters.services)
+            events.append(adopted)
         access = await apply_invokers(
             obj.namespace, obj.name, spec, where, observed.annotations.get(INVOKERS_ANNOTATION) if observed else None,
             bool(previous.invoker_service_account), adapters.services, adapters.accounts)
         status.invoker_service_account = access.invoker_service_account
         if observed is not None:
-            wrote, events = await _update(observed, desired, adapters.services, settings, redeploy_failed)
+            wrote, updates = await _update(observed, desired, adapters.services, settings, redeploy_failed)
+            events += updates
         service = await adapters.services.get(where.name) if wrote else observed
         if _serving(service) and settings.model_probe and not suspended:
             probe = await _probe(service, previous, adapters.probe)
@@ -214,16 +227,61 @@ def _being_deleted(service: run_v2.Service) -> bool:
     return "delete_time" in service
 
 
-async def _observe(obj: ObjectRef, where: Target, services: CloudRunServices, settings: Settings) -> run_v2.Service | None:
+async def first_version_service(
+    obj: ObjectRef, project: str, region: str, services: CloudRunServices, settings: Settings
+) -> Target | None:
+    """A service the first version made for this object (shorter id, owner labels, no uid or this object's), when the
+    status that recorded it is gone (a restore, a reset status): it is used, never duplicated. One read, only while
+    nothing is recorded."""
+    legacy = Target(project, region, legacy_service_id(obj.namespace, obj.name))
+    found = await services.get(legacy.name)
+    if found and is_owned_by(dict(found.labels), obj.namespace, obj.name, settings.cluster_name) \
+            and found.annotations.get(OWNER_UID_ANNOTATION, obj.uid) == obj.uid:
+        return legacy
+    return None
+
+
+def ownership_of(observed: run_v2.Service, obj: ObjectRef, where: Target, settings: Settings, recorded: str | None) -> Claim:
+    return claim(observed.labels, observed.annotations, namespace=obj.namespace, name=obj.name, uid=obj.uid,
+                 cluster=settings.cluster_name, adopt=obj.annotations.get(ADOPT_ANNOTATION), service_uid=observed.uid,
+                 first_version=recorded == where.name and where.service_id == legacy_service_id(obj.namespace, obj.name))
+
+
+async def _observe(
+    obj: ObjectRef, where: Target, services: CloudRunServices, settings: Settings, recorded: str | None
+) -> tuple[run_v2.Service | None, bool]:
+    """The service at the object's id, and whether this pass takes it over (it asked to adopt it)."""
     observed = await services.get(where.name)
-    if observed is not None and _being_deleted(observed):  # by someone else: create it again once it is gone
+    if observed is None:
+        return None, False
+    if _being_deleted(observed):  # by someone else: create it again once it is gone
         raise TransientCloudError("DELETING", f"{where.name} is being deleted; it is created again once it is gone",
                                   retry_after=5.0)
-    if observed is not None and not is_owned_by(dict(observed.labels), obj.namespace, obj.name, settings.cluster_name):
-        raise Stall("NotOwned", f"Cloud Run service {where.name} exists but is not managed by this TGIService "
-                    f"of cluster {settings.cluster_name!r} (its owner labels are missing or name another object); "
-                    "it is left untouched")
-    return observed
+    found = ownership_of(observed, obj, where, settings, recorded)
+    if found is Claim.FOREIGN:
+        raise Stall("NotOwned", f"Cloud Run service {where.name} exists but was not created by this TGIService "
+                    f"of cluster {settings.cluster_name!r} (owner labels or uid missing or another object's); it is left "
+                    f"untouched. To take it over, annotate the TGIService {ADOPT_ANNOTATION}={observed.uid} (its uid)")
+    return observed, found is Claim.ADOPT
+
+
+async def _adopt(
+    obj: ObjectRef, where: Target, observed: run_v2.Service, desired: run_v2.Service, services: CloudRunServices
+) -> tuple[run_v2.Service, Event]:
+    """Take a service over, as asked: mark it ours (labels, uid) in one metadata-only update whose record of granted
+    members includes every invoker it holds, so the ones the spec does not list are revoked now or, should this pass
+    fail, by the next one. Announced once: from then on the service is plainly ours."""
+    held = invoker_members_of(await services.get_iam_policy(where.name))
+    wanted = parse_members(desired.annotations.get(INVOKERS_ANNOTATION))
+    record = ",".join(sorted(held | wanted | parse_members(observed.annotations.get(INVOKERS_ANNOTATION))))
+    marks = {k: v for k, v in desired.annotations.items() if k == OWNER_UID_ANNOTATION}
+    await services.update(claimed(observed, dict(desired.labels), {**marks, **({INVOKERS_ANNOTATION: record} if record else {})}))
+    dropped = sorted(held - wanted)
+    members = f"its invoker members not in the spec are revoked: {', '.join(dropped)}" if dropped else \
+        "it had no invoker members beyond the spec's"
+    event = Event("Warning", "Adopted", f"took over Cloud Run service {where.name}, which this TGIService did not create "
+                  f"({ADOPT_ANNOTATION}); {members}")
+    return await services.get(where.name) or observed, event
 
 
 async def _record_invokers(
@@ -280,13 +338,15 @@ async def _probe(service: run_v2.Service, previous: TGIServiceStatus, probe: Mod
 
 
 def _with_redeploy_plan(assessment: cond.Assessment, service: run_v2.Service, settings: Settings) -> cond.Assessment:
-    """Say whether the operator will try the failed revision again (e.g. after a quota increase) or has given up."""
+    """A failed revision the operator will deploy again by itself is still on its way (Reconciling, kstatus
+    InProgress); once it has given up, only a change can help (Stalled, kstatus Failed). So the state never flaps
+    between Failed and InProgress while the operator retries, and GitOps tools wait instead of failing early."""
     attempts = int(service.template.annotations.get(RETRY_ANNOTATION, "0"))
     if attempts < settings.max_redeploys:
         plan = f"deploying it again with backoff ({attempts} of {settings.max_redeploys} attempts made)"
-    else:
-        plan = f"gave up after {attempts} redeploys: change the spec to try again"
-    return replace(assessment, message=f"{assessment.message}; {plan}")
+        return replace(assessment, reconciling=True, stalled=False, message=f"{assessment.message}; {plan}")
+    plan = f"gave up after {attempts} redeploys: change the spec to try again"
+    return replace(assessment, reconciling=False, stalled=True, message=f"{assessment.message}; {plan}")
 
 
 def _failed(service: run_v2.Service) -> bool:
@@ -311,65 +371,14 @@ def _model_status(probe: ProbeResult, revision: str) -> ModelStatus:
 
 
 def _transition_events(previous: list[Condition], now: cond.Assessment) -> list[Event]:
+    """Ready when it becomes Ready; a Warning for each new stall or failed revision (not again while it is the same)."""
     before = {c.type: c for c in previous}
     was_ready = before.get(cond.READY) and before[cond.READY].status.value == "True"
-    was_stalled = before.get(cond.STALLED)
+    said = before.get(cond.READY)  # the Ready condition carries the reason and message of any state
     events = []
     if now.ready and not was_ready:
         events.append(Event("Normal", "Ready", now.message))
-    if now.stalled and not (was_stalled and was_stalled.status.value == "True" and was_stalled.message == now.message):
+    warn = now.stalled or now.reason == "RevisionFailed"
+    if warn and not (said and said.reason == now.reason and said.message == now.message):
         events.append(Event("Warning", now.reason, now.message))
     return events
-
-
-# -- deletion -----------------------------------------------------------------------------------------
-
-
-ABANDON_ANNOTATION = "tgi-operator.dev/deletion-policy"  # "Abandon": let go without touching the cloud
-
-
-async def finalize(obj: ObjectRef, adapters: Adapters, settings: Settings) -> list[Event]:
-    """Delete: remove the service and the invoker account this object created, and wait until the service is gone.
-    Retain: release the service. Raises transient errors (the finalizer stays and kopf retries)."""
-    if obj.annotations.get(ABANDON_ANNOTATION) == "Abandon":
-        return [Event("Warning", "Abandoned", f"{ABANDON_ANNOTATION}: Abandon; nothing in Google Cloud was touched")]
-    where, retain = _deletion_target(obj, settings)
-    if where is None:
-        return [Event("Normal", "Deleted", "no Cloud Run service was ever made for this object: nothing to remove")]
-    try:
-        observed = await adapters.services.get(where.name)
-    except PermanentCloudError as exc:
-        if obj.status.get("url") or exc.code not in ("PERMISSION_DENIED", "NOT_FOUND"):
-            raise
-        # Never served, and its project cannot be read (a typo, or not allowed): nothing of ours can be there.
-        return [Event("Warning", "Deleted", f"{where.name} cannot be read ({exc.code}) and never served: released")]
-    if observed is not None and not is_owned_by(dict(observed.labels), obj.namespace, obj.name, settings.cluster_name):
-        return [Event("Normal", "Deleted", f"{where.name} is not managed by this object: left untouched")]
-    if retain:
-        if observed is not None:
-            await adapters.services.update(without_owner(observed))
-        return [Event("Normal", "Retained", f"released Cloud Run service {where.name}; it keeps running and serving")]
-    sa_email = invoker_service_account(obj.namespace, obj.name, where.project)
-    recorded = parse_members(observed.annotations.get(INVOKERS_ANNOTATION) if observed else None)
-    if f"serviceAccount:{sa_email}" in recorded or obj.status.get("invokerServiceAccount"):
-        await delete_invoker_account(obj.namespace, obj.name, where.project, sa_email, adapters.accounts)
-    if observed is not None:
-        if not _being_deleted(observed):  # a second delete of a deleting service would only repeat the operation
-            await adapters.services.delete(where.name)
-        if await adapters.services.get(where.name) is not None:  # the delete is a long-running operation
-            raise TransientCloudError("DELETING", f"{where.name} is being deleted", retry_after=5.0)
-    return [Event("Normal", "Deleted", f"deleted Cloud Run service {where.name}")]
-
-
-def _deletion_target(obj: ObjectRef, settings: Settings) -> tuple[Target | None, bool]:
-    """What to clean up: the service recorded in status (recorded before it is created), else what the spec names.
-    Works for a spec that no longer validates (stricter CRD, unset default project): nothing may be orphaned."""
-    retain = obj.spec.get("deletionPolicy") == "Retain"
-    managed = obj.status.get("serviceName")
-    if managed:
-        project, region, service = managed.split("/")[1::2]
-        return Target(project, region, service), retain
-    try:
-        return target(obj.namespace, obj.name, parse_spec(obj.spec), settings.default_project), retain
-    except (ValidationError, ValueError):
-        return None, retain

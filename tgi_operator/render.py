@@ -9,14 +9,16 @@ The seed deployment this reproduces:
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from google.cloud import run_v2
 from google.protobuf import duration_pb2
 
 from tgi_operator.gpus import GPU_TYPES
-from tgi_operator.models import CONTAINER_PORT, TGIServiceSpec, duration_seconds
-from tgi_operator.naming import DEFAULT_CLUSTER, invoker_account_id, owner_labels, service_id
+from tgi_operator.models import CONTAINER_PORT, SecretRef, TGIServiceSpec, duration_seconds
+from tgi_operator.ownership import OWNER_UID_ANNOTATION
+from tgi_operator.naming import DEFAULT_CLUSTER, invoker_account_id, legacy_service_id, owner_labels, service_id
 
 CONTAINER_NAME = "tgi"
 INVOKER_ROLE = "roles/run.invoker"
@@ -50,10 +52,30 @@ class Target:
         return f"{self.parent}/services/{self.service_id}"
 
 
-def target(namespace: str, name: str, spec: TGIServiceSpec, default_project: str | None) -> Target:
+SERVICE_NAME = re.compile(r"^projects/(?P<project>[a-z][a-z0-9-]{4,28}[a-z0-9])/locations/(?P<region>[a-z]+-[a-z]+[0-9]+)"
+                          r"/services/(?P<service>[a-z]([a-z0-9-]{0,47}[a-z0-9])?)$")
+
+
+def recorded_target(namespace: str, name: str, recorded: object) -> Target | None:
+    """The service an object's status records, if it is one the operator can have made for that object: a name
+    `projects/P/locations/R/services/S` whose S derives from namespace and name. Anything else (a broken or tampered
+    status) is ignored, so it can neither stall the object nor point its finalizer at someone else's service."""
+    match = SERVICE_NAME.match(recorded) if isinstance(recorded, str) else None
+    if match is None or match["service"] not in (service_id(namespace, name), legacy_service_id(namespace, name)):
+        return None
+    return Target(match["project"], match["region"], match["service"])
+
+
+def target(namespace: str, name: str, spec: TGIServiceSpec, default_project: str | None,
+           recorded: str | None = None) -> Target:
+    """Where the object's service lives. A service recorded in its status under the first version's shorter id
+    (same project and region) keeps that id: an upgrade never renames, and so never orphans, a serving service."""
     project = spec.project or default_project
     if not project:
         raise ValueError("spec.project is unset and the operator has no default project (TGI_OPERATOR_DEFAULT_PROJECT)")
+    kept = recorded_target(namespace, name, recorded)
+    if kept and (kept.project, kept.region) == (project, spec.region):
+        return kept  # the id it was created under: the first version's shorter one, or today's
     return Target(project, spec.region, service_id(namespace, name))
 
 
@@ -78,16 +100,21 @@ def launcher_args(spec: TGIServiceSpec) -> list[str]:
     return args
 
 
+def _secret_env(name: str, secret: SecretRef) -> run_v2.EnvVar:
+    """A reference Cloud Run resolves at start-up: the value never passes through the operator."""
+    return run_v2.EnvVar(
+        name=name,
+        value_source=run_v2.EnvVarSource(
+            secret_key_ref=run_v2.SecretKeySelector(secret=secret.secret, version=secret.version)
+        ),
+    )
+
+
 def _env(spec: TGIServiceSpec) -> list[run_v2.EnvVar]:
-    env = [run_v2.EnvVar(name=e.name, value=e.value) for e in spec.env]
-    secret = spec.model.hf_token_secret
-    if secret:  # a reference Cloud Run resolves at start-up: the token never passes through the operator
-        env.append(run_v2.EnvVar(
-            name="HF_TOKEN",
-            value_source=run_v2.EnvVarSource(
-                secret_key_ref=run_v2.SecretKeySelector(secret=secret.secret, version=secret.version)
-            ),
-        ))
+    env = [_secret_env(e.name, e.value_from) if e.value_from else run_v2.EnvVar(name=e.name, value=e.value or "")
+           for e in spec.env]
+    if spec.model.hf_token_secret:
+        env.append(_secret_env("HF_TOKEN", spec.model.hf_token_secret))
     return env
 
 
@@ -134,9 +161,10 @@ def _invokers_annotation(members: list[str]) -> dict[str, str]:
 
 
 def render_service(
-    namespace: str, name: str, spec: TGIServiceSpec, where: Target, cluster: str = DEFAULT_CLUSTER
+    namespace: str, name: str, spec: TGIServiceSpec, where: Target, cluster: str = DEFAULT_CLUSTER, owner_uid: str = ""
 ) -> run_v2.Service:
-    """The whole desired Cloud Run service. Fields left unset are Cloud Run's to default."""
+    """The whole desired Cloud Run service. Fields left unset are Cloud Run's to default. `owner_uid`: the object's
+    metadata.uid, the mark that says this object created the service (ownership.py)."""
     resources = spec.resources
     container = run_v2.Container(
         name=CONTAINER_NAME,
@@ -171,6 +199,7 @@ def render_service(
         annotations={
             **_invokers_annotation(invoker_members(namespace, name, spec, where.project)),
             IDENTITY_ANNOTATION: spec.service_account or "default",
+            **({OWNER_UID_ANNOTATION: owner_uid} if owner_uid else {}),
         },
         ingress=run_v2.IngressTraffic.INGRESS_TRAFFIC_ALL,
         invoker_iam_disabled=False,  # every request is checked against run.invoker

@@ -12,10 +12,11 @@ from tgi_operator.cloudrun import CloudRunServices, services_client
 from tgi_operator.errors import TransientCloudError
 from tgi_operator.iam import ServiceAccounts, iam_client
 from tgi_operator.probe import ModelProbe
-from tgi_operator.reconcile import Adapters, Event, ObjectRef, Outcome, finalize, reconcile
+from tgi_operator.finalize import finalize
+from tgi_operator.reconcile import Adapters, Event, ObjectRef, Outcome, reconcile
 from tgi_operator.settings import Settings
 
-__all__ = ["NOW", "SETTINGS", "SPEC", "adapters", "conditions", "finalize_until_gone", "ref", "run", "settle"]
+__all__ = ["NOW", "SETTINGS", "SPEC", "UID", "adapters", "conditions", "finalize_until_gone", "ref", "run", "settle"]
 SPEC = {"region": "us-central1", "model": {"id": "org/model"}, "access": {"invokers": ["group:ml@example.com"]}}
 SETTINGS = Settings(default_project=PROJECT, model_probe=False)
 NOW = "2026-01-01T00:00:00Z"
@@ -30,8 +31,12 @@ async def adapters(emulator) -> Adapters:  # noqa: F811 - the emulator fixture
     await adapters.accounts.close()
 
 
-def ref(status: dict | None = None, generation: int = 1, spec: dict | None = None) -> ObjectRef:
-    return ObjectRef("team-a", "llama", generation, spec or SPEC, status or {})
+UID = "0d4c3b2a-0000-4000-8000-000000000001"  # the object's metadata.uid, marked on the services it creates
+
+
+def ref(status: dict | None = None, generation: int = 1, spec: dict | None = None,
+        annotations: dict | None = None, uid: str = UID) -> ObjectRef:
+    return ObjectRef("team-a", "llama", generation, spec or SPEC, status or {}, annotations or {}, uid)
 
 
 async def run(adapters: Adapters, status: dict, generation: int = 1, spec: dict | None = None,
@@ -45,11 +50,13 @@ async def run(adapters: Adapters, status: dict, generation: int = 1, spec: dict 
 
 async def settle(adapters: Adapters, status: dict, generation: int = 1, spec: dict | None = None,
                  settings: Settings = SETTINGS) -> dict:
-    """Run passes until Ready or Stalled (the emulator settles in 0.2 s; a transient error is retried)."""
+    """Run passes until Ready, Stalled or a failed revision (the emulator settles in 0.2 s; a transient error is
+    retried)."""
     for _ in range(100):
         outcome = await reconcile(ref(status, generation, spec), adapters, settings, now=NOW)
         status = outcome.status.to_k8s()
-        if outcome.assessment and (outcome.assessment.ready or outcome.assessment.stalled):
+        a = outcome.assessment
+        if a and (a.ready or a.stalled or a.reason == "RevisionFailed"):  # a failed revision awaits a redeploy
             return status
         if not outcome.again:
             await asyncio.sleep(0.1)

@@ -85,13 +85,15 @@ def models(draw: st.DrawFn) -> dict[str, Any]:
 
 
 quantities_cpu = mostly(
-    st.sampled_from([4, 8, "4", "8", "8000m", "6", "+8", "8.", "1e1"]),
+    # How Kubernetes users write CPU: "8000m", "6.0", "8.", "+8", "1e1" mean whole vCPUs too.
+    st.sampled_from([4, 6, 8, "4", "6", "8", "8000m", "6000m", "6.0", "8.0", "4.000", "+8", "8.", "0.8e1", "1e1"]),
     st.one_of(st.integers(min_value=-1, max_value=50),
-              st.sampled_from(["4500m", "20", "44", "45", "eight", "2e1", ".", "0.5", "16Gi", "", "8 ", "1K", "9"])),
+              st.sampled_from(["4500m", "5", "7", "20", "44", "45", "eight", "2e1", ".", "0.5", "16Gi", "", "8 ",
+                               "1K", "9", "6.5", "8001m"])),
 )
 quantities_memory = mostly(
-    st.sampled_from(["16Gi", "32Gi", "34359738368", 34359738368, 17179869184, "16384Mi", "17G", "0.03125Ti"]),
-    st.one_of(st.sampled_from(["15Gi", "33Gi", "80Gi", "176Gi", "177Gi", "32G", "32GB", "1Ti", "", "-32Gi"]),
+    st.sampled_from(["16Gi", "24Gi", "32Gi", "34359738368", 34359738368, 17179869184, "16384Mi", "17G", "0.03125Ti"]),
+    st.one_of(st.sampled_from(["15Gi", "25Gi", "33Gi", "80Gi", "176Gi", "177Gi", "32G", "32GB", "1Ti", "", "-32Gi"]),
               st.integers(min_value=0, max_value=10)),
 )
 gpus = st.fixed_dictionaries(
@@ -137,7 +139,13 @@ env_names = mostly(
     st.sampled_from(["LOG_LEVEL", "_X", "a1", "NUM_SHARD"]),
     st.one_of(st.sampled_from(["1X", "A-B", "", "PORT", *sorted(RESERVED_ENV_NAMES)]), texts("AZ_09-", 5)),
 )
-envs = st.lists(st.fixed_dictionaries({"name": env_names}, optional={"value": texts("ab =", 5)}), max_size=3)
+secret_refs = st.fixed_dictionaries(
+    {"secret": mostly(st.sampled_from(["api-key", "projects/p-1/secrets/k"]), st.sampled_from(["a.b", "", "a/b"]))},
+    optional={"version": mostly(st.sampled_from(["latest", "3"]), st.sampled_from(["0", "v1"]))},
+)
+# value, valueFrom, both or neither: exactly one is the rule, so all four must be drawn.
+envs = st.lists(st.fixed_dictionaries({"name": env_names},
+                                      optional={"value": texts("ab =", 5), "valueFrom": secret_refs}), max_size=3)
 specs = st.fixed_dictionaries(
     {
         "model": models(),

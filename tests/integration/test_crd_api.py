@@ -127,6 +127,16 @@ INVALID: list[tuple[str, dict[str, Any], str, str]] = [
      "^[A-Za-z_][A-Za-z0-9_]*$"),
     ("duplicate env names", {"env": [{"name": "LOG_LEVEL", "value": "a"}, {"name": "LOG_LEVEL", "value": "b"}]},
      "spec.env[1]", "Duplicate value"),
+    ("env without value or valueFrom", {"env": [{"name": "LOG_LEVEL", "value": "a"}, {"name": "API_KEY"}]}, "spec.env[1]",
+     "set exactly one of value (a literal) or valueFrom (a Secret Manager secret)"),
+    ("env with value and valueFrom", {"env": [{"name": "API_KEY", "value": "k", "valueFrom": {"secret": "api-key"}}]},
+     "spec.env[0]", "set exactly one of value (a literal) or valueFrom"),
+    ("env secret name with a dot", {"env": [{"name": "API_KEY", "valueFrom": {"secret": "api.key"}}]},
+     "spec.env[0].valueFrom.secret", "secrets/"),
+    ("env secret version", {"env": [{"name": "API_KEY", "valueFrom": {"secret": "api-key", "version": "0"}}]},
+     "spec.env[0].valueFrom.version", "latest|"),
+    ("env secret without its id", {"env": [{"name": "API_KEY", "valueFrom": {"version": "3"}}]},
+     "spec.env[0].valueFrom.secret", "Required value"),
     ("personal account as runtime identity", {"serviceAccount": "alice@gmail.com"}, "spec.serviceAccount",
      "service-account email"),
     ("project with capitals", {"project": "My-Project"}, "spec.project", "6 to 30 lowercase letters"),
@@ -164,6 +174,32 @@ def test_invalid_manifest_is_refused_naming_the_field(
     # The pydantic model refuses it too (the operator reports the same for objects stored earlier).
     with pytest.raises(ValueError):
         TGIServiceSpec.model_validate(spec)
+
+
+def test_env_from_a_secret_is_accepted_with_the_version_defaulted(
+    cluster: KubeCluster, crd_installed: str, namespace: str
+) -> None:
+    env = [{"name": "LOG_LEVEL", "value": ""}, {"name": "API_KEY", "valueFrom": {"secret": "projects/p-1/secrets/k"}}]
+    cluster.kubectl("apply", "-n", namespace, "-f", "-",
+                    input=yaml.safe_dump(manifest("env-secret", with_changes(SEED_SPEC, {"env": env}))))
+    stored = custom_objects(cluster).get_namespaced_custom_object(API_GROUP, API_VERSION, namespace, PLURAL, "env-secret")
+    # No value is defaulted into a valueFrom entry (that would break the one-of rule), and the version is.
+    assert stored["spec"]["env"] == [env[0], {"name": "API_KEY", "valueFrom": {"secret": "projects/p-1/secrets/k",
+                                                                              "version": "latest"}}]
+    assert TGIServiceSpec.model_validate(stored["spec"]).env[1].value_from.version == "latest"
+
+
+@pytest.mark.parametrize(("cpu", "memory", "vcpus"), [("8000m", "32Gi", 8), ("6.0", "24Gi", 6), ("8.", "32768Mi", 8),
+                                                      (6, "16Gi", 6), ("4.000", "16Gi", 4)])
+def test_cpu_written_the_way_kubernetes_users_write_it_is_accepted(
+    cluster: KubeCluster, crd_installed: str, namespace: str, cpu: Any, memory: str, vcpus: int
+) -> None:
+    """The API server and the operator's model agree on every spelling of a whole vCPU count."""
+    name = f"cpu-{abs(hash((cpu, memory))) % 10**8}"
+    spec = with_changes(SEED_SPEC, {"resources": {"cpu": cpu, "memory": memory}})
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(manifest(name, spec)))
+    stored = custom_objects(cluster).get_namespaced_custom_object(API_GROUP, API_VERSION, namespace, PLURAL, name)
+    assert TGIServiceSpec.model_validate(stored["spec"]).resources.cpu_count() == vcpus
 
 
 def test_python_client_gets_a_field_error(cluster: KubeCluster, crd_installed: str, namespace: str) -> None:

@@ -177,7 +177,7 @@ def test_a_service_that_is_not_ours_is_left_untouched(operator_stack: Stack, nam
 
     stack.apply(namespace, manifest("mine", "  region: us-central1\n  model:\n    id: org/model\n"))
     obj = stalled(stack, namespace, "mine", reason="NotOwned")
-    assert "not managed by this TGIService" in condition(obj, "Stalled")["message"]
+    assert "was not created by this TGIService" in condition(obj, "Stalled")["message"]
     after = stack.run.get_service(name=taken)
     assert (after.etag, after.generation) == (before.etag, before.generation)
 

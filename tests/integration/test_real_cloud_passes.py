@@ -210,4 +210,40 @@ async def test_deletion_waits_until_cloud_run_has_deleted_the_service(adapters: 
     events = await finalize_until_gone(ref(status), adapters)
     assert [e.reason for e in events] == ["Deleted"]
     assert await adapters.services.get(status["serviceName"]) is None
-    assert admin.calls()["google.cloud.run.v2.Services/DeleteService"] == {"OK": 1}  # one delete, then only reads
+    # A read cannot tell a deleting service (delete_time is only in the Delete operation): each retry asks again and
+    # Cloud Run answers with the pending operation, never with an error.
+    assert set(admin.calls()["google.cloud.run.v2.Services/DeleteService"]) == {"OK"}
+
+
+async def test_an_invoker_account_the_operator_may_not_read_stalls_instead_of_retrying_forever(
+    adapters: Adapters, admin: AdminApi
+) -> None:
+    await adapters.accounts.create(PROJECT, invoker_account_id("team-a", "llama"), "Invoker of team-a/llama",
+                                   "Created by tgi-operator to call TGIService team-a/llama")
+    admin.set_iam_propagation_seconds(0.0)
+    admin.deny_iam(["iam.serviceAccounts.get"])  # a custom role without get: the account is listed, never readable
+    status = await settle(adapters, {}, 1, WITH_SA)
+    stall = conditions(status)["Stalled"]
+    assert stall["reason"] == "PermissionDenied" and "iam.serviceAccounts.get" in stall["message"]
+
+
+WRITES = ("CreateService", "UpdateService", "DeleteService", "SetIamPolicy", "CreateServiceAccount", "DeleteServiceAccount")
+
+
+@pytest.mark.parametrize("spec", [
+    {**SPEC, "region": "us-central1", "resources": {"cpu": 20, "memory": "80Gi", "gpu": {"type": "nvidia-rtx-pro-6000"}}},
+    {**SPEC, "env": [{"name": "API_KEY", "valueFrom": {"secret": "api-key", "version": "3"}}, {"name": "X", "value": "1"}]},
+    {**SPEC, "requestTimeout": "1h", "scaling": {"minInstances": 1, "maxInstances": 2, "concurrency": 8}},
+    WITH_SA,
+    {**SPEC, "suspend": True},
+], ids=["preview GPU (BETA)", "env from Secret Manager", "timeout and scaling", "invoker account", "suspended"])
+async def test_a_resync_of_a_settled_object_writes_nothing(adapters: Adapters, admin: AdminApi, spec: dict) -> None:
+    """The steady state costs reads only, for every kind of spec the operator renders."""
+    status = await settle(adapters, {}, 1, spec)
+    assert conditions(status)["Ready"]["status"] == "True", status
+    admin.reset_calls()
+    outcome = await reconcile(ref(status, 1, spec), adapters, SETTINGS, now=NOW)
+    assert outcome.assessment.ready and not outcome.events
+    assert outcome.status.to_k8s() == status  # nothing to patch either
+    written = {m.rsplit("/", 1)[1]: c for m, c in admin.calls().items() if m.rsplit("/", 1)[1] in WRITES}
+    assert written == {}, written

@@ -9,7 +9,8 @@ from emulator_fixtures import PROJECT, AdminApi
 from reconcile_fixtures import NOW, SETTINGS, SPEC, adapters, conditions, finalize_until_gone, ref, run, settle  # noqa: F401
 
 from tgi_operator.errors import PermanentCloudError, TransientCloudError
-from tgi_operator.reconcile import Adapters, ObjectRef, finalize, reconcile
+from tgi_operator.finalize import finalize
+from tgi_operator.reconcile import Adapters, ObjectRef, reconcile
 from tgi_operator.settings import Settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
@@ -51,9 +52,12 @@ async def test_a_failed_revision_is_redeployed_only_when_asked(adapters: Adapter
     admin.fail_next_revision(service_id, "The user-provided container failed to start and listen on the port")
     changed = {**SPEC, "scaling": {"concurrency": 8}}
     stalled = await settle(adapters, status, 2, changed)
-    stall = {c["type"]: c for c in stalled["conditions"]}["Stalled"]
-    assert stall["status"] == "True" and stall["reason"] == "RevisionFailed"
-    assert "failed to start" in stall["message"] and "deploying it again with backoff (0 of 5" in stall["message"]
+    # The operator will deploy it again by itself: still on its way (kstatus InProgress), not Stalled (Failed).
+    by_type = {c["type"]: c for c in stalled["conditions"]}
+    reconciling = by_type["Reconciling"]
+    assert reconciling["status"] == "True" and reconciling["reason"] == "RevisionFailed"
+    assert by_type["Stalled"]["status"] == "False" and by_type["Ready"]["status"] == "False"
+    assert "failed to start" in reconciling["message"] and "deploying it again with backoff (0 of 5" in reconciling["message"]
     admin.reset_calls()
     await reconcile(ref(stalled, 2, changed), adapters, SETTINGS, now=NOW)  # a resync: no redeploy
     assert not admin.calls().get("google.cloud.run.v2.Services/UpdateService")
@@ -151,7 +155,7 @@ async def test_redeploys_stop_after_the_limit(adapters: Adapters, admin: AdminAp
     stalled = await settle(adapters, first.status.to_k8s(), 2, changed)
     admin.reset_calls()
     second = await reconcile(ref(stalled, 2, changed), adapters, limited, now=NOW, redeploy_failed=True)
-    assert second.assessment.reason == "RevisionFailed"
+    assert second.assessment.reason == "RevisionFailed" and second.assessment.stalled  # given up: only a change helps
     assert "gave up after 1 redeploys: change the spec to try again" in second.assessment.message
     assert [(e.type, e.reason) for e in second.events] == [("Warning", "RevisionFailed")]  # says it gave up
     assert not admin.calls().get("google.cloud.run.v2.Services/UpdateService")
@@ -198,7 +202,7 @@ async def test_a_project_that_cannot_be_read_and_never_served_does_not_hold_the_
 async def test_abandon_lets_go_without_touching_the_cloud(adapters: Adapters, admin: AdminApi) -> None:
     status = await settle(adapters, {})
     admin.reset_calls()
-    abandoned = ObjectRef("team-a", "llama", 1, SPEC, status, {"tgi-operator.dev/deletion-policy": "Abandon"})
+    abandoned = ref(status, annotations={"tgi-operator.dev/deletion-policy": "Abandon"})
     assert [e.reason for e in await finalize(abandoned, adapters, SETTINGS)] == ["Abandoned"]
     assert admin.calls() == {}
     assert await adapters.services.get(status["serviceName"]) is not None

@@ -8,7 +8,6 @@ from typing import Any
 import pytest
 from google.api import launch_stage_pb2
 from google.cloud import run_v2
-from google.protobuf import duration_pb2
 from google.protobuf import duration_pb2, timestamp_pb2
 
 from tgi_operator.diff import copy, diff, merge_for_update, with_annotation, without_owner
@@ -95,6 +94,7 @@ def as_read_back(desired: run_v2.Service) -> run_v2.Service:
         {"model": {"id": "meta-llama/Llama-3.1-8B-Instruct", "hfTokenSecret": {"secret": "hf-token"}}},
         {"access": {}},  # no invokers at all: an empty annotation value
         {"resources": {"gpu": {"zonalRedundancy": True}}},
+        {"env": [{"name": "API_KEY", "valueFrom": {"secret": "api-key", "version": "3"}}]},
     ],
 )
 def test_a_service_as_cloud_run_returns_it_has_no_difference(overrides: dict[str, Any]) -> None:
@@ -231,7 +231,6 @@ CHANGES: list[tuple[str, Callable[[run_v2.Service], None], str]] = [
         scaling_mode=run_v2.ServiceScaling.ScalingMode.MANUAL, manual_instance_count=2)), "scaling"),
     ("request timeout", lambda s: setattr(s.template, "timeout", duration_pb2.Duration(seconds=60)), "template.timeout"),
     ("request timeout unset", lambda s: s.template._pb.ClearField("timeout"), "template.timeout"),
-    ("launch stage", _set(lambda s: s, "launch_stage", launch_stage_pb2.LaunchStage.BETA), "launchStage"),
     ("invokers annotation changed", _invokers_annotation("group:ml@example.com"), "annotations"),
     ("invokers annotation removed", _invokers_annotation(None), "annotations"),
     ("extra container", _extra_container, "template.containers"),
@@ -249,13 +248,17 @@ def test_each_owned_field_that_changed_is_named(change: Callable[[run_v2.Service
     assert diff(desired, observed) == [field]
 
 
-def test_an_unspecified_scaling_mode_or_launch_stage_is_cloud_runs_default_not_a_difference() -> None:
-    """Reads may leave them unset: comparing them literally would update the service at every pass."""
+def test_an_unspecified_scaling_mode_or_another_launch_stage_is_not_a_difference() -> None:
+    """Reads may leave the mode unset, and report the launch stage the features need (not what was sent): comparing
+    them literally would update the service at every pass."""
     desired = desired_service()
     observed = as_read_back(desired)
     observed.scaling = run_v2.ServiceScaling()
     observed.launch_stage = launch_stage_pb2.LaunchStage.LAUNCH_STAGE_UNSPECIFIED
     assert diff(desired, observed) == []
+    observed.launch_stage = launch_stage_pb2.LaunchStage.BETA
+    assert diff(desired, observed) == []
+    assert merge_for_update(desired, observed).launch_stage == desired.launch_stage  # sent with any update
 
 
 def test_metadata_only_updates_never_resend_a_revision_name() -> None:
@@ -301,6 +304,23 @@ def test_a_literal_token_instead_of_the_secret_reference_is_a_difference() -> No
         run_v2.EnvVar(name="LOG_LEVEL", value="info"),
         run_v2.EnvVar(name="HF_TOKEN", value="hf_literal"),
     ]
+    assert diff(desired, observed) == ["template.containers[0].env"]
+
+
+@pytest.mark.parametrize(
+    "observed_env",
+    [
+        run_v2.EnvVar(name="API_KEY", value="the-key-itself"),  # someone pasted the literal in the console
+        run_v2.EnvVar(name="API_KEY", value_source=run_v2.EnvVarSource(
+            secret_key_ref=run_v2.SecretKeySelector(secret="api-key", version="latest"))),  # another version
+        run_v2.EnvVar(name="API_KEY", value_source=run_v2.EnvVarSource(
+            secret_key_ref=run_v2.SecretKeySelector(secret="other-key", version="3"))),  # another secret
+    ],
+)
+def test_an_env_secret_reference_that_drifted_is_a_difference(observed_env: run_v2.EnvVar) -> None:
+    desired = desired_service(env=[{"name": "API_KEY", "valueFrom": {"secret": "api-key", "version": "3"}}])
+    observed = as_read_back(desired)
+    observed.template.containers[0].env = [observed_env]
     assert diff(desired, observed) == ["template.containers[0].env"]
 
 

@@ -25,7 +25,9 @@ RETRY_5S = error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(seconds
         (gexc.InternalServerError("oops"), TransientCloudError, "INTERNAL", None, None),
         (gexc.ResourceExhausted("rate", details=[RETRY_5S]), TransientCloudError, "RESOURCE_EXHAUSTED", None, 5.0),
         (gexc.ServiceUnavailable("busy", details=[RETRY_5S]), TransientCloudError, "UNAVAILABLE", None, 5.0),
-        (gexc.ResourceExhausted("Quota exceeded"), PermanentCloudError, "RESOURCE_EXHAUSTED", "QuotaExceeded", None),
+        # A rate limit without RetryInfo (Cloud Run's read quota answers so) is not a stall: back off.
+        (gexc.ResourceExhausted("Quota exceeded for quota metric 'Read requests' and limit 'Read requests per minute "
+                                "per region' of service 'run.googleapis.com'"), TransientCloudError, "RESOURCE_EXHAUSTED", None, None),
         (gexc.InvalidArgument("bad", details=[BAD_CPU]), PermanentCloudError, "INVALID_ARGUMENT", "InvalidSpec", None),
         (gexc.PermissionDenied("no run.services.create"), PermanentCloudError, "PERMISSION_DENIED", "PermissionDenied", None),
         (gexc.Unauthenticated("who?"), PermanentCloudError, "UNAUTHENTICATED", "PermissionDenied", None),
@@ -104,3 +106,17 @@ def test_an_iam_permission_denial_carries_the_permission() -> None:
     result = classify(gexc.PermissionDenied("Permission 'iam.serviceaccounts.actAs' denied on service account x "
                                             "(or it may not exist).", details=[info]))
     assert (result.reason, result.permission) == ("PermissionDenied", "iam.serviceaccounts.actAs")
+
+
+def test_a_resource_quota_refusal_is_permanent_and_a_rate_limit_is_not() -> None:
+    quota = error_details_pb2.ErrorInfo(reason="RESOURCE_QUOTA_EXCEEDED", domain="googleapis.com")
+    rate = error_details_pb2.ErrorInfo(reason="RATE_LIMIT_EXCEEDED", domain="googleapis.com")
+    assert classify(gexc.ResourceExhausted("Quota exceeded: services per region", details=[quota])).reason == "QuotaExceeded"
+    assert isinstance(classify(gexc.ResourceExhausted("Read requests per minute", details=[rate])), TransientCloudError)
+    # A GPU quota refusal says what to do whatever its code.
+    assert classify(gexc.ResourceExhausted(GPU_QUOTA_TEXT)).reason == "GpuQuotaExceeded"
+
+
+def test_a_delete_in_progress_is_a_wait() -> None:
+    result = classify(gexc.FailedPrecondition("Service is being deleted."))
+    assert isinstance(result, TransientCloudError) and result.code == "DELETING"

@@ -47,6 +47,7 @@ def test_a_valid_stored_spec_is_parsed() -> None:
         ({"model": VALID["model"]}, "spec.region", "required"),
         (spec_with(model={"id": "a/b", "quantize": "awq", "dtype": "float16"}), "spec.model", "dtype must not be set together with quantize"),
         (spec_with(env=[{"name": "PORT", "value": "9000"}]), "spec.env[0].name", "env name must not be"),
+        (spec_with(env=[{"name": "A", "value": "x"}, {"name": "API_KEY"}]), "spec.env[1]", "set exactly one of value (a literal) or valueFrom"),
         (spec_with(replicas=2), "spec.replicas", "not permitted"),
         (spec_with(access={"invokers": ["allUsers"]}), "spec.access.invokers[0]", "set access.public: true"),
         (spec_with(resources={"cpu": "8.5"}), "spec.resources", "one of 4, 6, 8"),
@@ -99,6 +100,8 @@ def where(project: str = "my-project", region: str = "us-central1") -> Target:
          "ServiceAccountNotAllowed", "spec.serviceAccount"),  # the default compute identity is not on the list
         (spec_with(model={"id": "org/model", "hfTokenSecret": {"secret": "projects/other/secrets/hf"}}), where(), {},
          "SecretNotAllowed", "spec.model.hfTokenSecret.secret"),
+        (spec_with(env=[{"name": "A", "value": "x"}, {"name": "API_KEY", "valueFrom": {"secret": "projects/other/secrets/k"}}]),
+         where(), {}, "SecretNotAllowed", "spec.env[1].valueFrom.secret"),
     ],
 )
 def test_policy_refusals_name_the_field(
@@ -135,6 +138,8 @@ def test_a_refused_project_message_lists_the_allowed_ones() -> None:
         (spec_with(access={"invokers": ["group:ml@example.com"], "createInvokerServiceAccount": True}), where(), {}),
         (spec_with(model={"id": "org/model", "hfTokenSecret": {"secret": "projects/my-project/secrets/hf"}}), where(), {}),
         (spec_with(model={"id": "org/model", "hfTokenSecret": {"secret": "hf"}}), where(), {}),
+        (spec_with(env=[{"name": "API_KEY", "valueFrom": {"secret": "projects/my-project/secrets/k", "version": "3"}},
+                        {"name": "OTHER_KEY", "valueFrom": {"secret": "k"}}]), where(), {}),
         (spec_with(serviceAccount="tgi-runtime@my-project.iam.gserviceaccount.com"), where(),
          {"allowed_service_accounts": ["tgi-runtime@my-project.iam.gserviceaccount.com"]}),
     ],

@@ -155,6 +155,20 @@ def test_concurrency_is_both_cloud_run_concurrency_and_tgi_max_concurrent_reques
     assert (service.template.scaling.min_instance_count, service.template.scaling.max_instance_count) == (1, 5)
 
 
+def test_env_value_from_is_a_secret_manager_reference_in_place_never_a_literal() -> None:
+    raw = spec_of(env=[{"name": "LOG_LEVEL", "value": "info"},
+                       {"name": "API_KEY", "valueFrom": {"secret": "projects/my-project/secrets/api-key", "version": "3"}},
+                       {"name": "OTHER_KEY", "valueFrom": {"secret": "other"}}])
+    env = list(only_container(rendered(raw)).env)
+    assert [e.name for e in env] == ["LOG_LEVEL", "API_KEY", "OTHER_KEY"]  # the spec's order
+    api_key, other = env[1], env[2]
+    assert api_key.value == "" and other.value == ""  # Cloud Run refuses value together with value_source
+    assert (api_key.value_source.secret_key_ref.secret, api_key.value_source.secret_key_ref.version) == (
+        "projects/my-project/secrets/api-key", "3")
+    assert (other.value_source.secret_key_ref.secret, other.value_source.secret_key_ref.version) == ("other", "latest")
+    assert "value_source" not in env[0]
+
+
 def test_hf_token_secret_is_a_secret_manager_reference_never_a_literal() -> None:
     secret = {"secret": "projects/other-project/secrets/hf-token", "version": "3"}
     env = env_of(rendered(spec_of(model={"id": MODEL_ID, "hfTokenSecret": secret})))
@@ -173,7 +187,7 @@ def test_hf_token_secret_version_defaults_to_latest() -> None:
 def test_extra_env_is_passed_in_order_with_the_token_reference() -> None:
     raw = spec_of(
         model={"id": MODEL_ID, "hfTokenSecret": {"secret": "hf-token"}},
-        env=[{"name": "LOG_LEVEL", "value": "info"}, {"name": "CUDA_GRAPHS", "value": "0"}, {"name": "EMPTY"}],
+        env=[{"name": "LOG_LEVEL", "value": "info"}, {"name": "CUDA_GRAPHS", "value": "0"}, {"name": "EMPTY", "value": ""}],
     )
     env = list(only_container(rendered(raw)).env)
     assert [(e.name, e.value) for e in env[:3]] == [("LOG_LEVEL", "info"), ("CUDA_GRAPHS", "0"), ("EMPTY", "")]
@@ -358,3 +372,28 @@ def test_no_invokers_means_no_annotation() -> None:
 def test_decimal_memory_keeps_a_unit(memory: str, expected: str) -> None:
     service = rendered(spec_of(resources={"cpu": 8, "memory": memory}))
     assert only_container(service).resources.limits["memory"] == expected
+
+
+# ------------------------------------------------------------------------------------------- the recorded target
+
+
+def test_a_service_recorded_under_the_first_versions_id_keeps_it_and_nothing_else_is_followed() -> None:
+    """An upgrade must not rename (and so orphan) a serving service; a tampered record must not redirect the object."""
+    from tgi_operator.naming import legacy_service_id
+    from tgi_operator.render import recorded_target
+
+    spec = parse_spec(seed_spec())
+    legacy = f"projects/{PROJECT}/locations/us-central1/services/{legacy_service_id(NAMESPACE, NAME)}"
+    assert target(NAMESPACE, NAME, spec, PROJECT, recorded=legacy).name == legacy
+    fresh = target(NAMESPACE, NAME, spec, PROJECT)
+    assert fresh.service_id == service_id(NAMESPACE, NAME) != legacy_service_id(NAMESPACE, NAME)
+    for tampered in (
+        f"projects/{PROJECT}/locations/us-central1/services/other-team-service",  # someone else's service
+        f"projects/{PROJECT}/locations/europe-west4/services/{legacy_service_id(NAMESPACE, NAME)}",  # another region
+        "projects/x/locations/y",  # broken
+        42,
+        None,
+    ):
+        assert target(NAMESPACE, NAME, spec, PROJECT, recorded=tampered) == fresh
+    assert recorded_target(NAMESPACE, NAME, "projects/p/services/../../x") is None
+    assert recorded_target("team-b", NAME, legacy) is None  # another object's id
