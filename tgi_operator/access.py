@@ -71,8 +71,8 @@ async def apply_invokers(
             if ORG_POLICY_REFUSAL not in exc.message:
                 raise
             refused = await _grant_one_by_one(services, where.name, policy, desired - invoker_members_of(policy))
-    if sa_member not in desired and (sa_member in recorded or had_invoker_account):
-        await delete_invoker_account(namespace, name, where.project, sa_email, accounts)
+    if sa_member not in desired:
+        await delete_invoker_account_if_made(namespace, name, where.project, recorded, had_invoker_account, accounts)
     return Access(sa_email if sa_member in desired else None, refused)
 
 
@@ -132,6 +132,16 @@ async def ensure_invoker_account(namespace: str, name: str, project: str, email:
     if found.description != description:
         raise Stall("InvokerAccountTaken", f"service account {email} exists but was not created for this "
                     "TGIService; it is neither used nor deleted")
+
+
+async def delete_invoker_account_if_made(
+    namespace: str, name: str, project: str, recorded: set[str], had_invoker_account: bool, accounts: ServiceAccounts
+) -> None:
+    """Delete the invoker account when there is evidence this object made it: its member in the record of granted
+    members (`recorded`), or the account in the object's status (`had_invoker_account`)."""
+    email = invoker_service_account(namespace, name, project)
+    if f"serviceAccount:{email}" in recorded or had_invoker_account:
+        await delete_invoker_account(namespace, name, project, email, accounts)
 
 
 async def delete_invoker_account(namespace: str, name: str, project: str, email: str, accounts: ServiceAccounts) -> None:

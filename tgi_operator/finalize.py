@@ -8,14 +8,14 @@ annotation): touch nothing. Works whatever the stored object holds: the target i
 
 from __future__ import annotations
 
-from tgi_operator.access import delete_invoker_account
+from tgi_operator.access import delete_invoker_account_if_made
 from tgi_operator.diff import without_owner
 from tgi_operator.errors import PermanentCloudError, TransientCloudError
 from tgi_operator.invokers import parse_members
 from tgi_operator.naming import service_id
 from tgi_operator.ownership import Claim
 from tgi_operator.reconcile import Adapters, Event, ObjectRef, first_version_service, ownership_of
-from tgi_operator.render import INVOKERS_ANNOTATION, Target, invoker_service_account, recorded_target
+from tgi_operator.render import INVOKERS_ANNOTATION, Target, recorded_target
 from tgi_operator.settings import Settings
 
 ABANDON_ANNOTATION = "tgi-operator.dev/deletion-policy"  # "Abandon": let go without touching the cloud
@@ -57,10 +57,9 @@ async def finalize(obj: ObjectRef, adapters: Adapters, settings: Settings) -> li
 
 
 async def _delete_invoker_account(obj: ObjectRef, where: Target, observed, adapters: Adapters) -> None:
-    sa_email = invoker_service_account(obj.namespace, obj.name, where.project)
     recorded = parse_members(observed.annotations.get(INVOKERS_ANNOTATION) if observed is not None else None)
-    if f"serviceAccount:{sa_email}" in recorded or obj.status.get("invokerServiceAccount"):
-        await delete_invoker_account(obj.namespace, obj.name, where.project, sa_email, adapters.accounts)
+    await delete_invoker_account_if_made(obj.namespace, obj.name, where.project, recorded,
+                                         bool(obj.status.get("invokerServiceAccount")), adapters.accounts)
 
 
 def deletion_target(obj: ObjectRef, settings: Settings) -> tuple[Target | None, bool]:

@@ -19,16 +19,19 @@ OWNER_LABELS = (NAMESPACE_LABEL, NAME_LABEL, CLUSTER_LABEL)
 DEFAULT_CLUSTER = "default"
 
 
-def _digest(namespace: str, name: str, length: int) -> str:
-    return hashlib.sha256(f"{namespace}/{name}".encode()).hexdigest()[:length]
-
-
 SERVICE_HASH_CHARS = 16  # base32: 80 bits
 
 
+def _sha256(namespace: str, name: str) -> bytes:
+    return hashlib.sha256(f"{namespace}/{name}".encode()).digest()
+
+
+def _digest(namespace: str, name: str, length: int) -> str:
+    return _sha256(namespace, name).hex()[:length]
+
+
 def _base32_digest(namespace: str, name: str) -> str:
-    digest = hashlib.sha256(f"{namespace}/{name}".encode()).digest()
-    return base64.b32encode(digest).decode().lower()[:SERVICE_HASH_CHARS]  # a-z and 2-7: Cloud Run-safe
+    return base64.b32encode(_sha256(namespace, name)).decode().lower()[:SERVICE_HASH_CHARS]  # a-z, 2-7: Cloud Run-safe
 
 
 def _readable(namespace: str, name: str, room: int) -> str:

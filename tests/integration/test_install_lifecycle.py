@@ -7,9 +7,7 @@ and the test finalizes the deleted operator namespace itself, as the namespace c
 
 from __future__ import annotations
 
-import subprocess
 import time
-from pathlib import Path
 
 import pytest
 from google.api_core import exceptions
