@@ -91,23 +91,22 @@ MAX_INSTANCES = 1000  # Cloud Run's ceiling for max instances per service
 MAX_CONCURRENCY = 1000  # Cloud Run's ceiling for concurrent requests per instance
 
 
-def _cel(
-    rule: str, message: str, *, field_path: str | None = None, reason: str | None = None
-) -> dict[str, Any]:
-    """One CEL rule as it appears under `x-kubernetes-validations` in the CRD."""
+def _cel(rule: str, message: str, *, field_path: str | None = None) -> dict[str, Any]:
+    """One CEL rule on a schema node, written as for `x-kubernetes-validations` (`self`, `oldSelf`); admission.py
+    turns them into the TGIService admission policy."""
     validation: dict[str, Any] = {"rule": rule, "message": message}
     if field_path:
         validation["fieldPath"] = field_path
-    if reason:
-        validation["reason"] = reason
     return validation
 
 
 def _rules(*validations: dict[str, Any]) -> Callable[[dict[str, Any]], None]:
-    """A `json_schema_extra` that adds CEL rules to those already there (a dict would replace them)."""
+    """A `json_schema_extra` that adds CEL rules before those already there (a dict would replace them): the rules
+    of the place a type is used are the more specific ones (allUsers is not an invoker, before the invoker format),
+    and the admission policy reports the first rule that fails."""
 
     def add(schema: dict[str, Any]) -> None:
-        schema.setdefault("x-kubernetes-validations", []).extend(copy.deepcopy(list(validations)))
+        schema["x-kubernetes-validations"] = copy.deepcopy(list(validations)) + schema.get("x-kubernetes-validations", [])
 
     return add
 
@@ -528,8 +527,7 @@ class AccessSpec(_Model):
                     json_schema_extra=_rules(
                         _cel(
                             "!(self in " + _cel_list(PUBLIC_MEMBERS) + ")",
-                            _PUBLIC_MEMBER_MESSAGE,
-                            reason="FieldValueForbidden",
+                            _PUBLIC_MEMBER_MESSAGE
                         )
                     )
                 ),
@@ -590,7 +588,6 @@ class EnvVar(_Model):
                 _cel(
                     "!(self in " + _cel_list(sorted(RESERVED_ENV_NAMES)) + ")",
                     _RESERVED_ENV_MESSAGE,
-                    reason="FieldValueForbidden",
                 )
             ),
         ),
@@ -638,13 +635,16 @@ def _request_timeout(value: str) -> str:
 def _immutable_rules() -> list[dict[str, Any]]:
     """Where the service lives cannot change in place: a move would orphan the old service (and its GPUs)."""
     return [
-        # An object stored without a region (under an older, looser CRD) may be given one: no service exists yet.
-        _cel("!has(oldSelf.region) || !has(self.region) || self.region == oldSelf.region",
+        # An object stored without a region, or with one that is not a string (under an older, looser CRD), may
+        # be given one: it cannot have made a service.
+        _cel("!has(oldSelf.region) || type(oldSelf.region) != string || !has(self.region) "
+             "|| self.region == oldSelf.region",
              "region is immutable: create a new TGIService in the new region and delete this one",
-             field_path=".region", reason="FieldValueForbidden"),
-        _cel("has(self.project) == has(oldSelf.project) && (!has(self.project) || self.project == oldSelf.project)",
+             field_path=".region"),
+        _cel("(has(oldSelf.project) && type(oldSelf.project) != string) || (has(self.project) == has(oldSelf.project) "
+             "&& (!has(self.project) || self.project == oldSelf.project))",
              "project is immutable: create a new TGIService in the new project and delete this one",
-             field_path=".project", reason="FieldValueForbidden"),
+             field_path=".project"),
     ]
 
 

@@ -167,9 +167,10 @@ def test_invalid_manifest_is_refused_naming_the_field(
     result = cluster.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(manifest("bad", spec)),
                              check=False)
     assert result.returncode != 0, f"{case}: accepted"
-    # One error line per problem: "* spec.x.y: Invalid value: ...: <what is allowed>".
+    # The schema: one error line per problem, "* spec.x.y: Invalid value: ...: <what is allowed>"; the admission
+    # policy's rules: "... denied request: spec.x.y: <what is allowed>".
     problems = [line for line in result.stderr.splitlines() if re.match(rf"^(\* )?{re.escape(field)}: ", line)
-                or f'is invalid: {field}: ' in line]
+                or f"is invalid: {field}: " in line or f"denied request: {field}: " in line]
     assert any(allowed in line for line in problems), result.stderr
     # The pydantic model refuses it too (the operator reports the same for objects stored earlier).
     with pytest.raises(ValueError):
@@ -209,9 +210,19 @@ def test_python_client_gets_a_field_error(cluster: KubeCluster, crd_installed: s
             API_GROUP, API_VERSION, namespace, PLURAL, manifest("bad", spec)
         )
     assert caught.value.status == 422
+    status = json.loads(caught.value.body)
+    assert status["reason"] == "Invalid"
+    assert status["message"].endswith("denied request: spec.scaling.minInstances: minInstances must not exceed "
+                                      "maxInstances"), status["message"]
+    # A schema error names the field in the structured causes too.
+    spec = with_changes(SEED_SPEC, {"scaling": {"concurrency": 0}})
+    with pytest.raises(ApiException) as caught:
+        custom_objects(cluster).create_namespaced_custom_object(
+            API_GROUP, API_VERSION, namespace, PLURAL, manifest("bad", spec)
+        )
+    assert caught.value.status == 422
     causes = json.loads(caught.value.body)["details"]["causes"]
-    assert {"field": "spec.scaling.minInstances", "reason": "FieldValueInvalid",
-            "message": "Invalid value: minInstances must not exceed maxInstances"} in causes
+    assert [cause["field"] for cause in causes] == ["spec.scaling.concurrency"], causes
 
 
 def test_nothing_was_stored_by_refused_requests(cluster: KubeCluster, crd_installed: str, namespace: str) -> None:

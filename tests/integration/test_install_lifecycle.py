@@ -119,6 +119,7 @@ def test_removing_everything_in_the_documented_order(operator_stack: Stack, name
         stack.kube.kubectl("delete", "-k", str(install_stack.CRD_DIR), "--timeout=60s")
         assert not exists(stack, CRD)
         assert not exists(stack, "validatingadmissionpolicy", "tgi-operator-crd-delete-protection")
+        assert not exists(stack, "validatingadmissionpolicy", "tgiservices.tgi-operator.dev")
     finally:  # the rest of the session expects the install
         reinstall_operator(stack)
 

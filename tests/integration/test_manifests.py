@@ -49,8 +49,15 @@ def can_i(cluster: KubeCluster, verb: str, resource: str, *scope: str, user: str
 
 def test_the_crd_is_its_own_unit_and_kept_by_gitops_tools(cluster: KubeCluster) -> None:
     built = build(cluster, CRD)
-    assert sorted(d["kind"] for d in built) == ["CustomResourceDefinition", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"]
-    for doc in built:  # the protection is protected from prune too
+    # The CRD, the admission policy holding its rules, and the delete protection (each policy with its binding).
+    assert sorted((d["kind"], d["metadata"]["name"]) for d in built) == [
+        ("CustomResourceDefinition", "tgiservices.tgi-operator.dev"),
+        ("ValidatingAdmissionPolicy", "tgi-operator-crd-delete-protection"),
+        ("ValidatingAdmissionPolicy", "tgiservices.tgi-operator.dev"),
+        ("ValidatingAdmissionPolicyBinding", "tgi-operator-crd-delete-protection"),
+        ("ValidatingAdmissionPolicyBinding", "tgiservices.tgi-operator.dev"),
+    ]
+    for doc in built:  # the rules and the protection are protected from prune too
         assert KEEP.items() <= doc["metadata"]["annotations"].items(), doc["kind"]
     assert "CustomResourceDefinition" not in {d["kind"] for d in build(cluster, BASE)}
 

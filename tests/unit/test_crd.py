@@ -1,4 +1,5 @@
-"""The generated CRD: committed file up to date, structural, documented, CEL-cost friendly, defaults = models'."""
+"""The generated API: committed file up to date; the CRD structural, documented, CEL-cost friendly, defaults =
+models'; every CEL rule in the admission policy, none in the CRD."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import pytest
 import yaml
 
 from tgi_operator import API_GROUP, API_VERSION, KIND, PLURAL
-from tgi_operator.crd import CRD_PATH, crd_yaml, render_crd, structural
+from tgi_operator.admission import POLICY_NAME, VALIDATIONS_KEY, rules_in
+from tgi_operator.crd import CRD_PATH, crd_yaml, render_api, render_crd, spec_schema, structural
 from tgi_operator.gpus import GPU_TYPES
 from tgi_operator.models import AccessSpec, ResourcesSpec, ScalingSpec
 
@@ -34,7 +36,9 @@ def test_committed_crd_is_the_generated_one() -> None:
 
 def test_generation_is_deterministic() -> None:
     assert crd_yaml() == crd_yaml()
-    assert yaml.safe_load(crd_yaml()) == render_crd()
+    assert list(yaml.safe_load_all(crd_yaml())) == render_api()
+    assert [doc["kind"] for doc in render_api()] == [
+        "CustomResourceDefinition", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"]
 
 
 def test_names() -> None:
@@ -103,13 +107,22 @@ def test_required_fields() -> None:
     assert SPEC["properties"]["model"]["required"] == ["id"]
 
 
+def test_the_crd_holds_no_cel_rule_and_the_policy_holds_every_one() -> None:
+    """A CEL rule in the CRD would run on every metadata and status write (admission.py says why that strands)."""
+    assert all(VALIDATIONS_KEY not in node for _, node in walk(ROOT))
+    policy = render_api()[1]
+    assert policy["metadata"]["name"] == POLICY_NAME
+    assert len(policy["spec"]["validations"]) == len(list(rules_in(spec_schema()))) > 20
+    assert render_api()[2]["spec"] == {"policyName": POLICY_NAME, "validationActions": ["Deny"]}
+
+
 def test_rules_name_their_field_and_cover_the_gpu_table() -> None:
-    rules = [(path, rule) for path, node in walk(SPEC, ".spec") for rule in node.get("x-kubernetes-validations", [])]
-    assert all(rule["message"] for _, rule in rules)
-    region_rules = [rule for path, rule in rules if rule.get("fieldPath") == ".region" and "oldSelf" not in rule["rule"]]
+    rules = list(rules_in(spec_schema()))
+    assert all(rule.message for rule in rules)
+    region_rules = [rule for rule in rules if rule.field_path == ".region" and "oldSelf" not in rule.rule]
     assert len(region_rules) == len(GPU_TYPES)
     for gpu in GPU_TYPES.values():
-        assert any(f"'{gpu.name}'" in rule["rule"] and all(r in rule["rule"] for r in gpu.regions) for rule in region_rules)
+        assert any(f"'{gpu.name}'" in rule.rule and all(r in rule.rule for r in gpu.regions) for rule in region_rules)
 
 
 def test_int_or_string() -> None:

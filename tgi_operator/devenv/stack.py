@@ -32,6 +32,27 @@ def install(kube: KubeCluster) -> None:
     base = [doc for doc in yaml.safe_load_all(kube.kubectl("kustomize", str(BASE_DIR)).stdout) if doc["kind"] != "Deployment"]
     kube.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", input=yaml.safe_dump_all(base))
     kube.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/tgiservices.tgi-operator.dev")
+    wait_for_admission_rules(kube)
+
+
+# Valid for the schema, refused only by the admission policy's rules (minInstances above maxInstances).
+_RULES_PROBE = {"apiVersion": "tgi-operator.dev/v1alpha1", "kind": "TGIService", "metadata": {"name": "rules-probe"},
+                "spec": {"region": "us-central1", "model": {"id": "org/model"},
+                         "scaling": {"minInstances": 2, "maxInstances": 1}}}
+
+
+def wait_for_admission_rules(kube: KubeCluster, timeout: float = 60.0) -> None:
+    """Until the API server enforces the TGIService admission policy: it loads a new policy a moment after it is
+    stored. Probed with a server-side dry run, which stores nothing."""
+    deadline = time.monotonic() + timeout
+    while True:
+        probe = kube.kubectl("create", "--dry-run=server", "-n", "default", "-f", "-", check=False,
+                             input=yaml.safe_dump(_RULES_PROBE))
+        if probe.returncode != 0 and "ValidatingAdmissionPolicy" in probe.stderr:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the TGIService admission policy never took effect: {probe.stderr or probe.stdout}")
+        time.sleep(0.2)
 
 
 def operator_kubeconfig(kube: KubeCluster, out: Path) -> Path:
