@@ -40,6 +40,10 @@ def _progress(reason: str, message: str) -> Assessment:
     return Assessment(ready=False, reconciling=True, stalled=False, reason=reason, message=message)
 
 
+# One message for every pass while Cloud Run deploys (no generation number in it): the status is written once.
+DEPLOYING = "Cloud Run is deploying a new revision"
+
+
 def assess(
     service: run_v2.Service | None,
     *,
@@ -53,15 +57,15 @@ def assess(
     if problem:
         return Assessment(False, False, True, problem.reason, problem.message)
     if service is None or wrote:
-        return _progress("Deploying", "Cloud Run is deploying a new revision")
+        return _progress("Deploying", DEPLOYING)
     terminal = service.terminal_condition
     if service.reconciling or service.observed_generation != service.generation:
-        return _progress("Deploying", f"Cloud Run is deploying generation {service.generation}")
+        return _progress("Deploying", DEPLOYING)
     if terminal.state == State.CONDITION_FAILED:
         message = terminal.message or "the latest revision failed"
         return Assessment(False, False, True, "RevisionFailed", f"Cloud Run: {message}")
     if terminal.state != State.CONDITION_SUCCEEDED:
-        return _progress("Deploying", f"Cloud Run is deploying generation {service.generation}")
+        return _progress("Deploying", DEPLOYING)
     if not service.uri:
         return _progress("WaitingForURL", "Cloud Run has not assigned a URL yet")
     if suspended:

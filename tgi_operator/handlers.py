@@ -1,65 +1,89 @@
-"""kopf wiring only: when to run a reconcile pass, and how its outcome reaches Kubernetes.
+"""kopf wiring only: what kopf tells us about TGIServices, and how a pass's outcome reaches Kubernetes.
 
-- create / update (of spec) / resume: a pass right away;
-- a timer ticks every `poll_initial_seconds` but only runs a pass when this object's next check is due:
-  soon (with backoff) while Cloud Run deploys or the model loads, every `resync_seconds` once Ready
-  (drift correction), so the steady state costs one read and no write;
+- every watch event (and the initial listing) updates the object's snapshot in the scheduler (scheduler.py),
+  which runs a pass at once for a new or changed object, and then at each next check: soon with backoff while
+  Cloud Run deploys or the model loads, every `resync_seconds` once settled (one read, no write);
+- a pass writes its status itself (kubeapi.py), in order, before it ends;
 - delete: the finalizer stays until the service is deleted (or released, with Retain).
+kopf keeps only the finalizer on the object: no last-handled-configuration, no handler progress for passes.
 """
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import logging
-import random
-import time
 from collections.abc import Mapping
 from typing import Any
 
 import kopf
 
-from tgi_operator import API_GROUP, API_VERSION, PLURAL, logredact, metrics
+from tgi_operator import API_GROUP, API_VERSION, KIND, PLURAL, logredact, metrics
 from tgi_operator.cloudrun import CloudRunServices, services_client
 from tgi_operator.errors import PermanentCloudError, TransientCloudError
+from tgi_operator.finalize import ABANDON_ANNOTATION, finalize
 from tgi_operator.iam import ServiceAccounts, iam_client
-from tgi_operator.kopf_storage import TolerantDiffBaseStorage, TolerantProgressStorage
+from tgi_operator.kopf_storage import NoDiffBase, TolerantProgressStorage
+from tgi_operator.kubeapi import StatusWriteError, StatusWriter, login
 from tgi_operator.models import TGIServiceStatus
 from tgi_operator.probe import ModelProbe
-from tgi_operator.finalize import ABANDON_ANNOTATION, finalize
-from tgi_operator.reconcile import Adapters, Event, ObjectRef, Outcome, reconcile
+from tgi_operator.reconcile import EARLIER_VERSION_MARK, Adapters, Event, ObjectRef, Outcome, reconcile
+from tgi_operator.scheduler import Entry, Scheduler, backoff, key_of, plan_next
 from tgi_operator.settings import Settings
 
 RESOURCE = (API_GROUP, API_VERSION, PLURAL)
-CONFIG = Settings()  # read once at import: the timer's interval is fixed when the decorators run
+CONFIG = Settings()
 log = logging.getLogger("tgi_operator")
 
 
-class QuietPollTicks(logging.Filter):
-    """The poll timer ticks every second per object and mostly finds nothing due: kopf's "Timer 'poll' ..."
-    lines would flood the log. Passes that do something log for themselves (reconcile.py)."""
+class QuietWatchLines(logging.Filter):
+    """The watch handler runs on every event of every object: kopf's "Handler 'watch' is invoked/succeeded" lines
+    would flood the log and say nothing. Passes that do something log for themselves (reconcile.py)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith("Timer 'poll' ")
+        return not record.getMessage().startswith("Handler 'watch' ")
+
+
+class Runtime:
+    """What every handler shares: the cloud adapters, the status writer and the scheduler (made at start-up)."""
+
+    adapters: Adapters
+    writer: StatusWriter | None = None
+    scheduler: Scheduler
+
+
+RUNTIME = Runtime()
+
+
+@kopf.on.login()
+def authenticate(settings: kopf.OperatorSettings, logger: kopf.Logger, **_: Any) -> kopf.ConnectionInfo | None:
+    """kopf's usual login, kept for the status writer too (renewed whenever kopf logs in again)."""
+    credentials = login(settings, logger)
+    if credentials is not None:
+        if RUNTIME.writer is None:
+            RUNTIME.writer = StatusWriter(credentials, connections=CONFIG.max_concurrent_passes)
+        else:
+            RUNTIME.writer.renew(credentials)
+    return credentials
 
 
 @kopf.on.startup()
-async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     # kopf's bookkeeping lives under our own prefix, and only in annotations (status is ours).
     settings.persistence.finalizer = f"{API_GROUP}/finalizer"
+    settings.persistence.diffbase_storage = NoDiffBase()  # the scheduler detects changes: kopf stores nothing
     # Read tolerantly: a garbage value someone wrote there must not block the object (and its finalizer) forever.
     settings.persistence.progress_storage = TolerantProgressStorage(prefix=API_GROUP)
-    settings.persistence.diffbase_storage = TolerantDiffBaseStorage(prefix=API_GROUP)
     settings.posting.level = logging.WARNING  # we post our own Normal events; kopf adds its warnings
-    logging.getLogger("kopf.objects").addFilter(QuietPollTicks())
-    memo.adapters = Adapters(
+    logging.getLogger("kopf.objects").addFilter(QuietWatchLines())
+    RUNTIME.adapters = Adapters(
         services=CloudRunServices(services_client(CONFIG.cloud_run_endpoint), CONFIG.request_timeout_seconds),
         accounts=ServiceAccounts(iam_client(CONFIG.cloud_run_endpoint), CONFIG.request_timeout_seconds),
         probe=ModelProbe(),
     )
+    RUNTIME.scheduler = Scheduler(run_pass, CONFIG, CONFIG.max_concurrent_passes)
     target = CONFIG.cloud_run_endpoint or "Google Cloud (Application Default Credentials)"
-    log.info("tgi-operator started: Cloud Run at %s, resync every %ss, model probe %s",
-             target, CONFIG.resync_seconds, "on" if CONFIG.model_probe else "off")
+    log.info("tgi-operator started: Cloud Run at %s, resync every %ss, model probe %s, %d passes at once",
+             target, CONFIG.resync_seconds, "on" if CONFIG.model_probe else "off", CONFIG.max_concurrent_passes)
 
 
 @kopf.on.probe(id="cloud")
@@ -76,23 +100,27 @@ def _mapping(value: Any) -> Mapping[str, Any]:
     return value if isinstance(value, Mapping) else {}
 
 
-def _ref(body: kopf.Body) -> ObjectRef:
+OUR_ANNOTATIONS = f"{API_GROUP}/"
+
+
+def _ref(body: Mapping[str, Any]) -> ObjectRef:
+    """The part of the object a pass reads, copied out of kopf's body (which is not kept): spec, status and our own
+    annotations (of an earlier version's bookkeeping, only that it is there)."""
+    metadata = _mapping(body.get("metadata"))
+    annotations = {k: "" if k == EARLIER_VERSION_MARK else v for k, v in _mapping(metadata.get("annotations")).items()
+                   if k.startswith(OUR_ANNOTATIONS)}
     return ObjectRef(
-        namespace=body.metadata.namespace, name=body.metadata.name, generation=body.metadata.get("generation", 0),
-        spec=_mapping(body.get("spec")), status=_mapping(body.get("status")), annotations=body.metadata.annotations,
-        uid=body.metadata.uid or "",
+        namespace=metadata.get("namespace", ""), name=metadata.get("name", ""),
+        generation=metadata.get("generation", 0), spec=_mapping(body.get("spec")),
+        status=_mapping(body.get("status")), annotations=annotations, uid=metadata.get("uid") or "",
     )
 
 
-def _lock(memo: kopf.Memo) -> asyncio.Lock:
-    if "lock" not in memo:
-        memo.lock = asyncio.Lock()
-    return memo.lock
-
-
-def _post(body: kopf.Body, events: list[Event]) -> None:
+def _post(ref: ObjectRef, events: list[Event]) -> None:
+    involved = {"apiVersion": f"{API_GROUP}/{API_VERSION}", "kind": KIND,
+                "metadata": {"namespace": ref.namespace, "name": ref.name, "uid": ref.uid}}
     for event in events:
-        kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+        kopf.event(involved, type=event.type, reason=event.reason, message=event.message)
 
 
 def merge_patch(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
@@ -118,11 +146,6 @@ def _status_patch(current: Any, status: TGIServiceStatus) -> dict[str, Any]:
     return merge_patch(ours, status.to_k8s())
 
 
-def _backoff(attempt: int, ceiling: float) -> float:
-    """Exponential backoff with full jitter, so objects throttled together (a burst of 429s) do not retry together."""
-    return random.uniform(0.5, 1.0) * min(CONFIG.poll_initial_seconds * 2 ** min(attempt, 16), ceiling)
-
-
 def _count(outcome: Outcome) -> None:
     a = outcome.assessment
     if a is None:
@@ -136,90 +159,91 @@ def _count(outcome: Outcome) -> None:
             metrics.STALLS.labels(event.reason).inc()
 
 
-def _schedule(memo: kopf.Memo, outcome: Outcome) -> None:
-    """When this object's timer should run its next pass."""
-    a, cfg = outcome.assessment, CONFIG
-    if outcome.again:
-        delay = 0.0
-    elif a is None:  # a transient cloud error: back off
-        memo.attempt = memo.get("attempt", 0) + 1
-        delay = outcome.transient.retry_after or _backoff(memo.attempt, cfg.poll_max_seconds)
-    elif a.ready or a.stalled:
-        memo.attempt, delay = 0, cfg.resync_seconds
-    else:  # deploying, waiting for the model, or a failed revision to redeploy: back off, then check again
-        memo.attempt = memo.get("attempt", 0) + 1
-        delay = _backoff(memo.attempt - 1, cfg.resync_seconds if a.reason == "RevisionFailed" else cfg.poll_max_seconds)
-    if a is not None:  # a failed revision the operator has not given up on: the next pass deploys it again
-        memo.redeploy_failed = a.reason == "RevisionFailed" and not a.stalled
-    memo.next_check = time.monotonic() + delay
-
-
-async def _pass(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, *, redeploy_failed: bool, when_due: bool) -> Outcome | None:
-    """One reconcile pass under the object's lock; its status goes into kopf's patch, its events out."""
-    async with _lock(memo):
-        # A pass that waited for the lock while the object was being finalized must not create it again, and a
-        # timer tick queued behind an event-driven pass must not repeat it.
-        if memo.get("deleting") or body.metadata.get("deletionTimestamp"):
-            return None
-        if when_due and time.monotonic() < memo.get("next_check", 0.0):
+async def run_pass(entry: Entry) -> float | None:
+    """One reconcile pass of one object, run by the scheduler: its status written before it ends, its events
+    posted; returns when to pass it again."""
+    async with entry.lock:
+        ref = entry.ref
+        if entry.deleting:  # the finalizer has it now
             return None
         with metrics.RECONCILE_SECONDS.time():
-            outcome = await reconcile(_ref(body), memo.adapters, CONFIG, now=_now(), redeploy_failed=redeploy_failed)
-        _schedule(memo, outcome)
-    _count(outcome)
-    status_patch = _status_patch(body.get("status"), outcome.status)
-    if status_patch:
-        patch.status.update(status_patch)
-    _post(body, outcome.events)
-    return outcome
+            outcome = await reconcile(ref, RUNTIME.adapters, CONFIG, now=_now(), redeploy_failed=entry.redeploy_failed)
+        _count(outcome)
+        _post(ref, outcome.events)  # what was done in the cloud is said, whatever happens to the status below
+        if entry.ref.generation != ref.generation:
+            return 0.0  # the spec changed during the pass: its status would describe the old one; pass it again
+        plan = plan_next(outcome, entry.attempt, CONFIG)
+        status_patch = _status_patch(ref.status, outcome.status)
+        try:
+            if status_patch and not await _write_status(entry, status_patch):
+                return None  # the object is gone
+        except StatusWriteError as exc:  # the next pass computes the status afresh and writes it
+            entry.attempt += 1
+            delay = exc.retry_after or backoff(entry.attempt, CONFIG, CONFIG.poll_max_seconds)
+            log.warning("%s; passing it again in %.1fs", exc, delay)
+            return delay
+        entry.attempt, entry.redeploy_failed = plan.attempt, plan.redeploy_failed
+        if outcome.transient:
+            log.warning("%s/%s not done yet (%s); next check in %.0fs", ref.namespace, ref.name, outcome.transient,
+                        plan.delay)
+        return plan.delay
 
 
-@kopf.on.resume(*RESOURCE)
-@kopf.on.create(*RESOURCE)
-@kopf.on.update(*RESOURCE, field="spec")
-async def apply(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, retry: int, **_: Any) -> None:
-    outcome = await _pass(body, patch, memo, redeploy_failed=True, when_due=False)
-    if outcome and outcome.transient:
-        exc = outcome.transient
-        raise kopf.TemporaryError(f"not done yet, retrying: {exc}",
-                                  delay=exc.retry_after or _backoff(retry + 1, CONFIG.poll_max_seconds))
+async def _write_status(entry: Entry, status_patch: dict[str, Any]) -> bool:
+    """Writes the status now; False when the object is gone."""
+    assert RUNTIME.writer is not None, "kopf logs in before it reports any object"
+    written = await RUNTIME.writer.patch_status(entry.ref.namespace, entry.ref.name, status_patch)
+    if written is None:
+        RUNTIME.scheduler.forget(key_of(entry.ref))
+        return False
+    RUNTIME.scheduler.wrote_status(entry, *written)
+    return True
 
 
-@kopf.timer(*RESOURCE, interval=min(CONFIG.poll_initial_seconds, 1.0), initial_delay=1.0)
-async def poll(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
-    if time.monotonic() < memo.get("next_check", 0.0):
-        return  # cheap early exit; _pass checks again under the lock
-    outcome = await _pass(body, patch, memo, redeploy_failed=memo.get("redeploy_failed", False), when_due=True)
-    if outcome and outcome.transient:
-        logger.warning("not done yet (%s); next check in %.0fs",
-                       outcome.transient, memo.next_check - time.monotonic())
+@kopf.on.event(*RESOURCE)
+async def watch(body: kopf.Body, type: str | None, **_: Any) -> None:
+    """Every event and the initial listing: the scheduler keeps the latest snapshot and passes what changed."""
+    scheduler = RUNTIME.scheduler
+    scheduler.start()  # in kopf's handler context, where its event posting lives
+    ref = _ref(body)
+    if type == "DELETED":
+        scheduler.forget(key_of(ref))
+        return
+    scheduler.observe(ref, body.metadata.get("resourceVersion", ""),
+                      deleting=bool(body.metadata.get("deletionTimestamp")))
 
 
 @kopf.on.delete(*RESOURCE)
-async def delete(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -> None:
-    memo.deleting = True  # stops any pass queued behind the lock (see _pass)
+async def delete(body: kopf.Body, retry: int, **_: Any) -> None:
+    ref = _ref(body)
+    entry = RUNTIME.scheduler.entry(ref)
+    entry.deleting = True  # no further pass starts
     if retry == 0:
-        _post(body, [Event("Normal", "Deleting", f"deletionPolicy {_mapping(body.get('spec')).get('deletionPolicy', 'Delete')}")])
+        _post(ref, [Event("Normal", "Deleting", f"deletionPolicy {ref.spec.get('deletionPolicy', 'Delete')}")])
     try:
-        async with _lock(memo):
-            events = await finalize(_ref(body), memo.adapters, CONFIG)
+        async with entry.lock:  # after a running pass
+            events = await finalize(ref, RUNTIME.adapters, CONFIG)
     except TransientCloudError as exc:
         raise kopf.TemporaryError(f"the finalizer stays, retrying: {exc}",
-                                  delay=exc.retry_after or _backoff(retry, CONFIG.poll_max_seconds)) from exc
+                                  delay=exc.retry_after or backoff(retry, CONFIG, CONFIG.poll_max_seconds)) from exc
     except PermanentCloudError as exc:
-        _post(body, [Event("Warning", exc.reason, f"cannot clean up: {exc.message} (annotate "
-                           f"{ABANDON_ANNOTATION}=Abandon to let go without cleaning up)")])
+        _post(ref, [Event("Warning", exc.reason, f"cannot clean up: {exc.message} (annotate "
+                          f"{ABANDON_ANNOTATION}=Abandon to let go without cleaning up)")])
         raise kopf.TemporaryError(f"cannot clean up ({exc}); the finalizer stays until this is fixed",
                                   delay=CONFIG.resync_seconds) from exc
-    _post(body, events)
+    _post(ref, events)
 
 
 @kopf.on.cleanup()
-async def close(memo: kopf.Memo, **_: Any) -> None:
-    adapters: Adapters | None = memo.get("adapters")
-    if adapters:
-        await adapters.services.close()
-        await adapters.accounts.close()
+async def close(**_: Any) -> None:
+    if hasattr(RUNTIME, "scheduler"):
+        await RUNTIME.scheduler.stop()
+    if hasattr(RUNTIME, "adapters"):
+        await RUNTIME.adapters.services.close()
+        await RUNTIME.adapters.accounts.close()
+        await RUNTIME.adapters.probe.close()
+    if RUNTIME.writer is not None:
+        await RUNTIME.writer.close()
 
 
 def run_operator(*, namespaces: list[str], all_namespaces: bool, liveness_port: int | None,

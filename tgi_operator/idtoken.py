@@ -26,13 +26,14 @@ def fetch_google_id_token(audience: str) -> str:
 
 
 class IdTokenSource:
-    """Async access to cached ID tokens; one fetch at a time, so a burst of requests makes one token call."""
+    """Async access to cached ID tokens; one fetch at a time per audience, so a burst of requests to one service
+    makes one token call, while the tokens of different services are fetched side by side."""
 
     def __init__(self, fetch: Callable[[str], str] = fetch_google_id_token, margin_s: float = TOKEN_MARGIN_S) -> None:
         self._fetch = fetch
         self._margin_s = margin_s
         self._tokens: dict[str, tuple[str, float]] = {}  # audience -> (token, exp as a Unix time)
-        self._lock = asyncio.Lock()
+        self._locks: dict[str, asyncio.Lock] = {}
 
     def _cached(self, audience: str) -> str | None:
         cached = self._tokens.get(audience)
@@ -43,7 +44,7 @@ class IdTokenSource:
     async def token(self, audience: str) -> str:
         if (token := self._cached(audience)) is not None:
             return token
-        async with self._lock:
+        async with self._locks.setdefault(audience, asyncio.Lock()):
             if (token := self._cached(audience)) is not None:  # another caller fetched it meanwhile
                 return token
             token = await asyncio.to_thread(self._fetch, audience)

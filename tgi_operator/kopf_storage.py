@@ -1,11 +1,13 @@
-"""kopf's bookkeeping annotations, read so that whatever a stored object holds can never block it.
+"""kopf's bookkeeping annotations: none for passes, and read so that whatever a stored object holds can never
+block it.
 
-kopf keeps the last handled spec (`tgi-operator.dev/last-handled-configuration`) and each handler's progress
-(`tgi-operator.dev/<handler>`) in annotations, and parses them before it runs any handler. Anyone who may edit the
-object can write garbage there (`'{not json'`), and kopf then fails on every event: the object is throttled forever,
-the delete handler never runs, the finalizer stays and even the Abandon annotation does nothing. These storages read
-a value that does not parse, or has the wrong shape, as absent: a lost diff base makes the next pass a plain
-reconcile (which is idempotent), a lost progress record a fresh handler run.
+kopf would keep the last handled spec (`tgi-operator.dev/last-handled-configuration`) to detect changes: the
+scheduler detects them itself (a new generation), so kopf keeps none (`NoDiffBase`), which saves a metadata patch
+per object and change. It keeps each handler's progress (`tgi-operator.dev/<handler>`, only the delete handler's
+now) in annotations, and parses them before it runs any handler. Anyone who may edit the object can write garbage
+there (`'{not json'`), and kopf would then fail on every event: the object throttled forever, the delete handler
+never run, the finalizer kept and even the Abandon annotation ignored. `TolerantProgressStorage` reads a value that
+does not parse, or has the wrong shape, as absent: a lost progress record is a fresh handler run.
 """
 
 from __future__ import annotations
@@ -65,17 +67,15 @@ def valid_progress(record: Any) -> bool:
         isinstance(ref, str) for ref in record.get("subrefs") or [])
 
 
-class TolerantDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
+class NoDiffBase(kopf.DiffBaseStorage):
+    """No diff base: every event's own essence reads as the last handled one, so kopf's change detection sees no
+    change (the scheduler triggers passes), and nothing is ever stored. An old object's
+    last-handled-configuration annotation, garbage or not, is never read."""
+
     def fetch(self, *, body: kopf.Body) -> Any:
-        for key in self.make_keys(self.key, body=body):
-            raw = body.metadata.annotations.get(key)
-            if raw is None:
-                continue
-            decoded = _decoded(raw)
-            if isinstance(decoded, dict):
-                return decoded
-            log.warning("ignoring the unreadable annotation %s on %s/%s (treated as absent)",
-                        key, body.metadata.namespace, body.metadata.name)
+        return self.build(body=body)
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: Any) -> None:
         return None
 
 

@@ -22,9 +22,21 @@ class ProbeResult:
 
 
 class ModelProbe:
+    """One HTTP session for every probe (its connections are reused); the token goes with each request only."""
+
     def __init__(self, timeout: float = 10.0, tokens: IdTokenSource | None = None) -> None:
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._tokens = tokens or IdTokenSource()
+        self._session: aiohttp.ClientSession | None = None
+
+    def _open(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(timeout=self._timeout, cookie_jar=aiohttp.DummyCookieJar())
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
 
     async def check(self, url: str) -> ProbeResult:
         try:
@@ -32,15 +44,15 @@ class ModelProbe:
         except Exception as exc:  # noqa: BLE001 - any failure to get a token means "cannot tell yet"
             return ProbeResult(False, f"cannot obtain an ID token for {url}: {type(exc).__name__}")
         headers = {"Authorization": f"Bearer {token}"}
+        session = self._open()
         try:
-            async with aiohttp.ClientSession(timeout=self._timeout, headers=headers) as session:
-                async with session.get(f"{url}/health") as health:
-                    if health.status != 200:
-                        if health.status in (401, 403):
-                            self._tokens.invalidate(url)
-                        return ProbeResult(False, f"GET /health answered {health.status}")
-                async with session.get(f"{url}/info") as info:
-                    body = await info.json() if info.status == 200 else None
+            async with session.get(f"{url}/health", headers=headers) as health:
+                if health.status != 200:
+                    if health.status in (401, 403):
+                        self._tokens.invalidate(url)
+                    return ProbeResult(False, f"GET /health answered {health.status}")
+            async with session.get(f"{url}/info", headers=headers) as info:
+                body = await info.json() if info.status == 200 else None
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             return ProbeResult(False, f"GET /health failed: {type(exc).__name__}")
         return ProbeResult(True, "", body)

@@ -1,6 +1,6 @@
 """Observe ► render ► diff ► apply ► status, for one TGIService. No kopf here: handlers.py wires it in.
 
-Never waits for a long-running operation: a create or update is started and the next pass (the poll timer)
+Never waits for a long-running operation: a create or update is started and the next pass (scheduler.py)
 observes where it got to. Transient cloud errors propagate (the handler retries with backoff); permanent
 ones become a Stalled status with the cloud's own message.
 """
@@ -32,6 +32,9 @@ from tgi_operator.settings import Settings
 
 log = logging.getLogger(__name__)
 RETRY_ANNOTATION = "tgi-operator.dev/retry"  # bumped on the template to redeploy a failed revision
+# kopf wrote this on every object that operator versions before the scheduler handled (and writes it no more): only
+# such an object can own a service the first version made.
+EARLIER_VERSION_MARK = "tgi-operator.dev/last-handled-configuration"
 
 
 @dataclass
@@ -193,8 +196,8 @@ async def reconcile(
         if observed is not None:
             wrote, updates = await _update(observed, desired, adapters.services, settings, redeploy_failed)
             events += updates
-        service = await adapters.services.get(where.name) if wrote else observed
-        if _serving(service) and settings.model_probe and not suspended:
+        service = observed  # after a write it is Deploying whatever a read says: the next pass reads it
+        if not wrote and _serving(service) and settings.model_probe and not suspended:
             probe = await _probe(service, previous, adapters.probe)
     except Stall as stall:
         problem = stall.problem
@@ -232,7 +235,9 @@ async def first_version_service(
 ) -> Target | None:
     """A service the first version made for this object (shorter id, owner labels, no uid or this object's), when the
     status that recorded it is gone (a restore, a reset status): it is used, never duplicated. One read, only while
-    nothing is recorded."""
+    nothing is recorded, and only for an object an earlier version handled."""
+    if EARLIER_VERSION_MARK not in obj.annotations:
+        return None
     legacy = Target(project, region, legacy_service_id(obj.namespace, obj.name))
     found = await services.get(legacy.name)
     if found and is_owned_by(dict(found.labels), obj.namespace, obj.name, settings.cluster_name) \

@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     poll_initial_seconds: float = Field(2.0, gt=0, description="First delay when polling a reconciling service.")
     poll_max_seconds: float = Field(30.0, gt=0, description="Longest delay between polls of a reconciling service.")
     request_timeout_seconds: float = Field(30.0, gt=0, description="Deadline of one Cloud Run / IAM call.")
+    max_concurrent_passes: int = Field(
+        8, ge=1, le=256, description="Reconcile passes run at once; bounds the operator's Cloud Run, IAM and "
+        "Kubernetes API requests in flight.")
 
     @field_validator("allowed_projects", "allowed_regions", "allowed_image_prefixes", "allowed_service_accounts", mode="before")
     @classmethod

@@ -49,11 +49,11 @@ async def run(adapters: Adapters, status: dict, generation: int = 1, spec: dict 
 
 
 async def settle(adapters: Adapters, status: dict, generation: int = 1, spec: dict | None = None,
-                 settings: Settings = SETTINGS) -> dict:
+                 settings: Settings = SETTINGS, annotations: dict | None = None) -> dict:
     """Run passes until Ready, Stalled or a failed revision (the emulator settles in 0.2 s; a transient error is
     retried)."""
     for _ in range(100):
-        outcome = await reconcile(ref(status, generation, spec), adapters, settings, now=NOW)
+        outcome = await reconcile(ref(status, generation, spec, annotations), adapters, settings, now=NOW)
         status = outcome.status.to_k8s()
         a = outcome.assessment
         if a and (a.ready or a.stalled or a.reason == "RevisionFailed"):  # a failed revision awaits a redeploy

@@ -16,7 +16,7 @@ from tgi_operator.naming import legacy_service_id, owner_labels, service_id
 from tgi_operator.ownership import ADOPT_ANNOTATION, OWNER_UID_ANNOTATION
 from tgi_operator.models import parse_spec
 from tgi_operator.finalize import finalize
-from tgi_operator.reconcile import Adapters, ObjectRef, reconcile
+from tgi_operator.reconcile import EARLIER_VERSION_MARK, Adapters, ObjectRef, reconcile
 from tgi_operator.render import invoker_members, render_service, target
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
@@ -132,8 +132,21 @@ async def test_a_first_version_service_whose_status_was_lost_is_found_not_duplic
     legacy_id = legacy_service_id("team-a", "llama")
     await adapters.services.create(PARENT, legacy_id, render_service("team-a", "llama", spec, target("team-a", "llama", spec, PROJECT)))
     admin.reset_calls()
-    settled = await settle(adapters, {})  # no status at all: restored from a backup without it, say
+    # No status at all (restored from a backup without it, say); kopf's bookkeeping of the first version is there.
+    handled_before = {EARLIER_VERSION_MARK: "{}"}
+    settled = await settle(adapters, {}, annotations=handled_before)
     assert settled["serviceName"] == f"{PARENT}/services/{legacy_id}"
     assert not admin.calls().get("google.cloud.run.v2.Services/CreateService")
-    await finalize_until_gone(ref({}), adapters)  # and a deletion with the status lost still finds it
+    await finalize_until_gone(ref({}, annotations=handled_before), adapters)  # a deletion with the status lost finds it
     assert await adapters.services.get(f"{PARENT}/services/{legacy_id}") is None
+
+
+async def test_a_new_object_costs_no_read_of_a_first_version_id(adapters: Adapters, admin: AdminApi) -> None:
+    """Only an object an earlier version handled can own a first-version service: a new one's first pass reads
+    its own id once, and nothing else."""
+    admin.reset_calls()
+    first = await reconcile(ref({}), adapters, SETTINGS, now=NOW)
+    assert first.again
+    gets = admin.calls().get("google.cloud.run.v2.Services/GetService", {})
+    assert sum(gets.values()) == 1, gets
+    await finalize_until_gone(ref(first.status.to_k8s()), adapters)

@@ -78,9 +78,11 @@ def _tail(path: Path, lines: int = 20) -> str:
 
 
 class DevCluster:
-    def __init__(self, state_dir: Path | str, binaries: Path | None = None) -> None:
+    def __init__(self, state_dir: Path | str, binaries: Path | None = None,
+                 apiserver_flags: tuple[str, ...] = ()) -> None:
         self.state_dir = Path(state_dir).resolve()
         self._binaries = binaries
+        self._apiserver_flags = apiserver_flags  # added last, so they win (e.g. a tighter --max-*-inflight)
 
     @property
     def kubeconfig(self) -> Path:
@@ -168,6 +170,7 @@ class DevCluster:
             "--profiling=false",
             "--enable-priority-and-fairness=false",  # fewer background writes on a 2-core test machine
             "--v=1",
+            *self._apiserver_flags,
         ]
 
     def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen:

@@ -1,0 +1,92 @@
+"""The operator's own writes to the Kubernetes API: the TGIService status, as JSON merge patches.
+
+kopf watches the objects and keeps the finalizer; the status is written here, by the pass that computed it and
+before that pass ends (scheduler.py), so a status never lands after a newer one — kopf would apply a handler's
+status patch after the handler returned, through its own retrying patcher. Connections are bounded (kopf's are
+not). The credentials are the ones kopf logs in with: our login handler finds them once for both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import logging
+from typing import Any
+
+import aiohttp
+import kopf
+
+from tgi_operator import API_GROUP, API_VERSION, PLURAL
+
+log = logging.getLogger(__name__)
+
+
+def login(settings: kopf.OperatorSettings, logger: logging.Logger | logging.LoggerAdapter[Any]) -> kopf.ConnectionInfo | None:
+    """kopf's own choice of login, in its order: the `kubernetes` client's loader when installed (it knows exec
+    plugins and in-cluster tokens), else kopf's service-account and kubeconfig readers."""
+    if importlib.util.find_spec("kubernetes") is not None:
+        return kopf.login_via_client(settings=settings, logger=logger)
+    return kopf.login_with_service_account(settings=settings) or kopf.login_with_kubeconfig(settings=settings)
+
+
+class StatusWriteError(Exception):
+    """The status was not written (the API server refused or was unreachable); the pass is tried again later."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class StatusWriter:
+    def __init__(self, credentials: kopf.ConnectionInfo, *, connections: int = 8, timeout: float = 30.0) -> None:
+        self._credentials = credentials
+        self._connections = connections
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._session: aiohttp.ClientSession | None = None
+
+    def renew(self, credentials: kopf.ConnectionInfo) -> None:
+        """New credentials (kopf logged in again, e.g. after a token rotation): the next write uses them."""
+        if credentials != self._credentials:
+            self._credentials, old, self._session = credentials, self._session, None
+            if old is not None:
+                asyncio.get_running_loop().create_task(old.close())
+
+    def _open(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            info = self._credentials
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self._connections, ssl=info.as_ssl_context()),
+                headers={**info.as_http_headers(), "User-Agent": "tgi-operator"},
+                timeout=self._timeout, proxy=info.proxy_url, trust_env=info.trust_env,
+            )
+        return self._session
+
+    async def patch_status(self, namespace: str, name: str, patch: dict[str, Any]) -> tuple[dict[str, Any], str] | None:
+        """Merge-patches .status; returns the status as stored and the object's new resourceVersion, or None when
+        the object is gone."""
+        url = (f"{self._credentials.server.rstrip('/')}/apis/{API_GROUP}/{API_VERSION}/namespaces/{namespace}/"
+               f"{PLURAL}/{name}/status")
+        try:
+            async with self._open().patch(url, json={"status": patch},
+                                          headers={"Content-Type": "application/merge-patch+json"}) as response:
+                if response.status == 404:
+                    return None
+                if response.status >= 400:
+                    reason = (await response.text())[:300]  # a Status object: the API server's reason, no secrets
+                    raise StatusWriteError(f"status of {namespace}/{name} not written: HTTP {response.status}: "
+                                           f"{reason}", _retry_after(response))
+                stored = await response.json()
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            raise StatusWriteError(f"status of {namespace}/{name} not written: {type(exc).__name__}") from exc
+        return stored.get("status") or {}, stored["metadata"]["resourceVersion"]
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+
+def _retry_after(response: aiohttp.ClientResponse) -> float | None:
+    try:
+        return float(response.headers["Retry-After"])
+    except (KeyError, ValueError):
+        return None
