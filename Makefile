@@ -40,8 +40,8 @@ test: venv testenv kstatus  ## every test, against a real kube-apiserver + etcd,
 test-unit: venv  ## pure-function tests only (no control plane)
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
 
-bench: venv testenv  ## steady-state cost of N TGIServices, in calls per object and resync (BENCH_ARGS="--objects 50")
-	KUBEBUILDER_ASSETS="$$(bash hack/build-testenv.sh)" $(BIN)/python benchmarks/steady_state.py $(BENCH_ARGS)
+bench: venv testenv  ## N=100,300,1000 TGIServices: ramp vs a floor, steady-state calls, CPU, RSS (BENCH_ARGS="--objects 20,50")
+	KUBEBUILDER_ASSETS="$$(bash hack/build-testenv.sh)" $(BIN)/python benchmarks/scale.py $(BENCH_ARGS)
 
 crd: venv  ## regenerate the committed CRD from the pydantic models
 	$(BIN)/tgi-operator crd --output crds/tgiservices.tgi-operator.dev.yaml

@@ -107,9 +107,10 @@ def owned_fields(service: run_v2.Service, desired: run_v2.Service) -> dict[str, 
     }
 
 
-def diff(desired: run_v2.Service, observed: run_v2.Service) -> list[str]:
-    """The owned fields whose observed value differs from the desired one (empty: nothing to update)."""
-    want, have = owned_fields(desired, desired), owned_fields(observed, desired)
+def diff(desired: run_v2.Service, observed: run_v2.Service, wanted: dict[str, Any] | None = None) -> list[str]:
+    """The owned fields whose observed value differs from the desired one (empty: nothing to update); `wanted`:
+    the desired service's own owned fields, when already at hand."""
+    want, have = wanted if wanted is not None else owned_fields(desired, desired), owned_fields(observed, desired)
     changed = [field for field, value in want.items() if have[field] != value]
     # An unset runtime identity means "Cloud Run's default", which the server fills in.
     if desired.template.service_account and observed.template.service_account != desired.template.service_account:

@@ -104,8 +104,8 @@ OUR_ANNOTATIONS = f"{API_GROUP}/"
 
 
 def _ref(body: Mapping[str, Any]) -> ObjectRef:
-    """The part of the object a pass reads, copied out of kopf's body (which is not kept): spec, status and our own
-    annotations (of an earlier version's bookkeeping, only that it is there)."""
+    """The part of the object a pass reads, taken out of kopf's body (the rest, managedFields and all, is not kept):
+    spec, status and our own annotations (of an earlier version's bookkeeping, only that it is there)."""
     metadata = _mapping(body.get("metadata"))
     annotations = {k: "" if k == EARLIER_VERSION_MARK else v for k, v in _mapping(metadata.get("annotations")).items()
                    if k.startswith(OUR_ANNOTATIONS)}

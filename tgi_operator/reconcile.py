@@ -19,15 +19,16 @@ from tgi_operator import conditions as cond
 from tgi_operator.access import Access, apply_invokers, refused_problem
 from tgi_operator.cloudrun import CloudRunServices
 from tgi_operator.conditions import short_revision
+from tgi_operator.desired import desired_service, parsed_spec, spec_key
 from tgi_operator.diff import claimed, diff, merge_for_update, with_annotation
 from tgi_operator.errors import PermanentCloudError, Stall, TransientCloudError
 from tgi_operator.iam import ServiceAccounts
 from tgi_operator.invokers import invoker_members_of, parse_members
-from tgi_operator.models import Condition, ModelStatus, TGIServiceSpec, TGIServiceStatus, describe_errors, parse_spec
+from tgi_operator.models import Condition, ModelStatus, TGIServiceSpec, TGIServiceStatus, describe_errors
 from tgi_operator.probe import ModelProbe, ProbeResult
 from tgi_operator.naming import is_owned_by, legacy_service_id
 from tgi_operator.ownership import ADOPT_ANNOTATION, OWNER_UID_ANNOTATION, Claim, claim
-from tgi_operator.render import INVOKERS_ANNOTATION, Target, recorded_target, render_service, target
+from tgi_operator.render import INVOKERS_ANNOTATION, Target, recorded_target, target
 from tgi_operator.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -76,7 +77,7 @@ class Outcome:
 
 def checked_spec(obj: ObjectRef) -> TGIServiceSpec:
     try:
-        return parse_spec(obj.spec)
+        return parsed_spec(spec_key(obj.spec))
     except ValidationError as exc:  # admitted under an older CRD, or the CRD's rules were bypassed
         raise Stall("InvalidSpec", "; ".join(describe_errors(exc))) from None
 
@@ -171,7 +172,8 @@ async def reconcile(
         if public_refused(spec, settings):  # deploy it private (and revoke allUsers if it was public before)
             spec = spec.model_copy(update={"access": spec.access.model_copy(update={"public": False})})
             refused_public = True
-        desired = render_service(obj.namespace, obj.name, spec, where, settings.cluster_name, obj.uid)
+        desired, wanted = desired_service(obj.namespace, obj.name, obj.uid, spec_key(obj.spec), where,
+                                          settings.cluster_name, refused_public)
         observed, adopting = await _observe(obj, where, adapters.services, settings, previous.service_name)
         if observed is None and previous.service_name != where.name:
             # Write the intent down before acting: whatever happens next, deletion knows what to clean up. The
@@ -194,7 +196,7 @@ async def reconcile(
             bool(previous.invoker_service_account), adapters.services, adapters.accounts)
         status.invoker_service_account = access.invoker_service_account
         if observed is not None:
-            wrote, updates = await _update(observed, desired, adapters.services, settings, redeploy_failed)
+            wrote, updates = await _update(observed, desired, wanted, adapters.services, settings, redeploy_failed)
             events += updates
         service = observed  # after a write it is Deploying whatever a read says: the next pass reads it
         if not wrote and _serving(service) and settings.model_probe and not suspended:
@@ -315,10 +317,10 @@ async def _create(where: Target, desired: run_v2.Service, services: CloudRunServ
 
 
 async def _update(
-    observed: run_v2.Service, desired: run_v2.Service, services: CloudRunServices, settings: Settings,
-    redeploy_failed: bool,
+    observed: run_v2.Service, desired: run_v2.Service, wanted: dict[str, Any], services: CloudRunServices,
+    settings: Settings, redeploy_failed: bool,
 ) -> tuple[bool, list[Event]]:
-    changed = diff(desired, observed)
+    changed = diff(desired, observed, wanted)
     if changed:
         log.info("updating Cloud Run service %s: %s", observed.name, ", ".join(changed))
         await services.update(merge_for_update(desired, observed))

@@ -143,19 +143,12 @@ def manage(cluster: KubeCluster, ns: str, name: str) -> None:
     ok("wait", "--for=delete", "--timeout=30s", f"tgis/{name}")
 
 
-def test_objects_missing_fields_can_be_annotated_have_status_written_lose_their_finalizer_and_go(
-    cluster: KubeCluster, store: Callable[[list[Case]], str]
+@pytest.mark.parametrize("cases", [MISSING, WRONG_TYPE], ids=["fields-missing", "values-wrongly-typed"])
+def test_old_objects_can_be_annotated_have_status_written_lose_their_finalizer_and_go(
+    cluster: KubeCluster, store: Callable[[list[Case]], str], cases: list[Case]
 ) -> None:
-    ns = store(MISSING)
-    for name, _, _ in MISSING:
-        manage(cluster, ns, name)
-
-
-def test_objects_with_wrongly_typed_values_can_be_annotated_have_status_written_lose_their_finalizer_and_go(
-    cluster: KubeCluster, store: Callable[[list[Case]], str]
-) -> None:
-    ns = store(WRONG_TYPE)
-    for name, _, _ in WRONG_TYPE:
+    ns = store(cases)
+    for name, _, _ in cases:
         manage(cluster, ns, name)
 
 
