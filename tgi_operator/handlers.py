@@ -221,7 +221,7 @@ async def delete(body: kopf.Body, retry: int, **_: Any) -> None:
     if retry == 0:
         _post(ref, [Event("Normal", "Deleting", f"deletionPolicy {ref.spec.get('deletionPolicy', 'Delete')}")])
     try:
-        async with entry.lock:  # after a running pass
+        async with entry.lock, RUNTIME.scheduler.slot():  # after a running pass; bounded like passes
             events = await finalize(ref, RUNTIME.adapters, CONFIG)
     except TransientCloudError as exc:
         raise kopf.TemporaryError(f"the finalizer stays, retrying: {exc}",

@@ -20,7 +20,7 @@ import itertools
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 
 from tgi_operator.reconcile import ObjectRef, Outcome
@@ -153,6 +153,13 @@ class Scheduler:
         heapq.heappush(self._queue, (due, next(self._order), key_of(entry.ref)))
         if self._queue[0][0] == due:
             self._wakeup.set()
+
+    @contextlib.asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        """One of the `concurrency` slots, for cloud work outside a pass (the finalizer): deleting a thousand
+        objects at once makes no more Cloud Run requests in flight than passing them does."""
+        async with self._slots:
+            yield
 
     @property
     def queued(self) -> int:

@@ -207,3 +207,25 @@ def test_a_transient_error_waits_as_long_as_the_cloud_asked_or_backs_off() -> No
     unasked = Outcome(TGIServiceStatus(), None, transient=TransientCloudError("UNAVAILABLE", "busy"))
     plan = plan_next(unasked, 5, SETTINGS)
     assert plan.attempt == 6 and 15.0 <= plan.delay <= 30.0
+
+
+async def test_work_outside_passes_shares_the_same_slots() -> None:
+    work = Recorder()
+    work.gate.clear()
+    scheduler = started(work, concurrency=2)
+    scheduler.observe(ref("a"), "1", deleting=False)
+    scheduler.observe(ref("b"), "1", deleting=False)
+    await settle(scheduler, lambda: work.running == {"a", "b"})
+    finalized = asyncio.Event()
+
+    async def finalize() -> None:
+        async with scheduler.slot():
+            finalized.set()
+
+    task = asyncio.create_task(finalize())
+    await asyncio.sleep(0.02)
+    assert not finalized.is_set()  # both slots are taken by passes
+    work.gate.set()
+    await asyncio.wait_for(task, 5)
+    assert finalized.is_set()
+    await scheduler.stop()
