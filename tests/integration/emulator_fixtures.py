@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +25,10 @@ import requests
 from google.api_core import exceptions as gexc
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import iam_admin_v1, run_v2
-from google.cloud.iam_admin_v1.services.iam.transports import IAMGrpcTransport
-from google.cloud.run_v2.services.services.transports import ServicesGrpcAsyncIOTransport, ServicesGrpcTransport
+from google.cloud.run_v2.services.services.transports import ServicesGrpcAsyncIOTransport
 
 from tgi_operator.emulator.server import Emulator, EmulatorConfig
-from tgi_operator.emulator.testing import EmulatorProcess, EmulatorThread, start_emulator_process
+from tgi_operator.emulator.testing import EmulatorProcess, EmulatorThread, SyncClients, start_emulator_process, sync_clients
 
 PROJECT = "emu-project"
 REGION = "us-central1"
@@ -140,25 +137,6 @@ class AdminApi:
 
     def set_group(self, group: str, members: list[str]) -> Any:
         return self._call("PUT", "/groups", {"group": group, "members": members})
-
-
-@dataclass
-class SyncClients:
-    run: run_v2.ServicesClient
-    iam: iam_admin_v1.IAMClient
-
-
-@contextmanager
-def sync_clients(endpoint: str) -> Iterator[SyncClients]:
-    """The real synchronous Cloud Run and IAM clients on one insecure channel to an emulator (or any endpoint)."""
-    channel = grpc.insecure_channel(endpoint)
-    try:
-        yield SyncClients(
-            run=run_v2.ServicesClient(transport=ServicesGrpcTransport(channel=channel, credentials=AnonymousCredentials())),
-            iam=iam_admin_v1.IAMClient(transport=IAMGrpcTransport(channel=channel, credentials=AnonymousCredentials())),
-        )
-    finally:
-        channel.close()
 
 
 def wait_for_account(iam: iam_admin_v1.IAMClient, email: str, timeout: float = 30.0) -> iam_admin_v1.ServiceAccount:

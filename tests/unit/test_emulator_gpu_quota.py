@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 from google.cloud import run_v2
 
@@ -99,3 +101,39 @@ def test_start_failure_counts_what_must_run_in_the_pool() -> None:
 def test_quota_metric_names() -> None:
     assert gpu_quota.quota_metric("nvidia-l4", False) == "NvidiaL4GpuAllocNoZonalRedundancyPerProjectRegion"
     assert gpu_quota.quota_metric("nvidia-rtx-pro-6000", True) == "NvidiaRtxPro6000GpuAllocPerProjectRegion"
+
+
+def _in_use_by_walking(state: State, name: str, demand: GpuDemand) -> int:
+    """The sum RunningGpus keeps, as a walk over every serving revision adds it up."""
+    project, region = name.split("/")[1], name.split("/")[3]
+    return sum(
+        theirs.running
+        for other, snapshot in state.serving.items()
+        if other != name and other in state.services and (theirs := gpu_quota.gpu_demand(snapshot)) is not None
+        and other.split("/")[1] == project and other.split("/")[3] == region and theirs.zonal_redundancy == demand.zonal_redundancy
+    )  # fmt: skip
+
+
+def test_running_gpus_follow_revisions_made_replaced_and_deleted() -> None:
+    rng = random.Random(7)
+    state = State()
+    names = [f"projects/{p}/locations/{r}/services/s{i}" for p in ("p", "q") for r in (REGION, "europe-west1") for i in range(4)]
+    for _ in range(120):
+        name = rng.choice(names)
+        if rng.random() < 0.25:
+            for table in (state.services, state.serving):
+                table.pop(name, None)  # a delete, as reconcile.py makes it
+            continue
+        snapshot = rng.choice([
+            _gpu(max_instances=4, min_instances=rng.randint(0, 3), zonal=rng.random() < 0.5),
+            _gpu(max_instances=4, scaling=run_v2.ServiceScaling(scaling_mode=MANUAL, manual_instance_count=rng.randint(0, 2))),
+            run_v2.Service(template=run_v2.RevisionTemplate(containers=[run_v2.Container(image="cpu-only")])),
+        ])  # fmt: skip
+        state.services[name] = snapshot
+        state.serving[name] = snapshot
+        for asking in rng.sample(names, 3):
+            for zonal in (True, False):
+                demand = GpuDemand("nvidia-l4", zonal, 4, 1)
+                parsed = asking.split("/")
+                pool = (parsed[1], parsed[3], zonal)
+                assert state.running_gpus.in_use(pool, excluding=asking) == _in_use_by_walking(state, asking, demand)

@@ -100,7 +100,7 @@ class Access:
         Cloud Run errors, GoogleCloudPlatform/cloud-run-release-manager#81, alphagov/govuk-knowledge-graph-gcp#806,
         https://cloud.google.com/run/docs/securing/service-identity (the deployer needs actAs)."""
         user_managed = rules.user_managed_account(f"serviceAccount:{email}")
-        missing = user_managed is not None and user_managed not in self.visible_accounts()
+        missing = user_managed is not None and not self.account_visible(user_managed)
         if missing or ACT_AS in self._state.iam_denied or email.lower() in self._state.act_as_denied:
             raise iam_permission_denied(
                 "iam.serviceaccounts.actAs",  # sic: Cloud Run spells it in lower case
@@ -124,6 +124,14 @@ class Access:
 
     def visible_accounts(self) -> set[str]:
         return {e for e in self._state.service_accounts if self.visible(e)}
+
+    def account_visible(self, email: str) -> bool:
+        """Whether `email` is an account the state holds and that has propagated (one lookup, not a set of all)."""
+        return email in self._state.service_accounts and self.visible(email)
+
+    def visible_account_names(self) -> VisibleAccounts:
+        """The visible accounts as a container to test members against (`in`), without listing them all."""
+        return VisibleAccounts(self)
 
     # ------------------------------------------------------------ organization policy
 
@@ -158,3 +166,13 @@ class Access:
             mine = {f"user:{email}", f"serviceAccount:{email}"}
             members |= {f"group:{g}" for g, listed in self._state.groups.items() if mine & listed}
         return members
+
+
+class VisibleAccounts:
+    """`email in VisibleAccounts(access)`: Access.account_visible, for rules that take a container of emails."""
+
+    def __init__(self, access: Access) -> None:
+        self._access = access
+
+    def __contains__(self, email: object) -> bool:
+        return isinstance(email, str) and self._access.account_visible(email)

@@ -7,17 +7,23 @@ Two checks, as Cloud Run makes them:
   with INVALID_ARGUMENT; other services' ceilings do not count;
 - when a revision starts (`start_failure`): what *must run* (min instances in AUTOMATIC scaling, the manual count
   in MANUAL) across the project, region and pool must fit, else the revision fails (RESOURCE_EXHAUSTED).
+  The serving revisions' share is kept as a running total per pool (`RunningGpus`, an index of `State.serving`),
+  so a revision start costs the same with ten services or ten thousand.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from google.cloud import run_v2
 
 from tgi_operator.emulator import rules
 from tgi_operator.emulator.rules import Violation
-from tgi_operator.emulator.state import QuotaBook, State
+
+if TYPE_CHECKING:  # state.py indexes its serving revisions with RunningGpus
+    from tgi_operator.emulator.state import QuotaBook, State
 
 DEFAULT_MAX_INSTANCES = 100  # what Cloud Run assumes when max_instance_count is unset
 MANUAL = run_v2.ServiceScaling.ScalingMode.MANUAL
@@ -89,21 +95,50 @@ def start_message(demand: GpuDemand, requested: int, limit: int) -> str:
     )
 
 
+Pool = tuple[str, str, bool]  # (project, region, zonal redundancy): what the start-time check adds up
+
+
+class RunningGpus:
+    """An index of the serving revisions (`State.serving`, service name -> the service as its revision was made):
+    the GPUs that must run, per pool. Snapshots are records of made revisions and are not changed in place (only
+    their URL is), so what each holds is read once, when it is stored."""
+
+    def __init__(self) -> None:
+        self._totals: Counter[Pool] = Counter()
+        self._held: dict[str, tuple[Pool, int]] = {}  # service name -> (its pool, the GPUs its revision must run)
+
+    def put(self, name: str, old: run_v2.Service | None, snapshot: run_v2.Service) -> None:
+        self.drop(name, old)
+        demand = gpu_demand(snapshot)
+        parsed = rules.parse_service_name(name)
+        if demand is None or parsed is None:
+            return
+        pool = (parsed[0], parsed[1], demand.zonal_redundancy)
+        self._held[name] = (pool, demand.running)
+        self._totals[pool] += demand.running
+
+    def drop(self, name: str, old: run_v2.Service | None) -> None:
+        held = self._held.pop(name, None)
+        if held is not None:
+            self._totals[held[0]] -= held[1]
+
+    def in_use(self, pool: Pool, excluding: str) -> int:
+        """The GPUs the serving revisions in `pool` must run, but for those of service `excluding` (a service's
+        new revision replaces its old one)."""
+        own_pool, own = self._held.get(excluding, (None, 0))
+        return self._totals[pool] - (own if own_pool == pool else 0)
+
+
 def start_failure(state: State, name: str, service: run_v2.Service) -> str | None:
     """Why the revision of `name` cannot start its instances: the instances that must run in its project, region
-    and pool (its own, plus every other serving revision's) would exceed the limit. None when they fit."""
+    and pool (its own, plus every other serving revision's) would exceed the limit. None when they fit.
+    (A serving revision belongs to a service the state holds: a delete removes both at once, reconcile.py.)"""
     demand = gpu_demand(service)
     parsed = rules.parse_service_name(name)
     if demand is None or demand.running == 0 or parsed is None:
         return None
     project, region, _ = parsed
-    in_use = 0
-    for other, snapshot in state.serving.items():
-        theirs = gpu_demand(snapshot)
-        if other == name or theirs is None or other not in state.services:
-            continue
-        if rules.parse_service_name(other)[:2] == (project, region) and theirs.zonal_redundancy == demand.zonal_redundancy:  # type: ignore[index]
-            in_use += theirs.running
+    in_use = state.running_gpus.in_use((project, region, demand.zonal_redundancy), excluding=name)
     limit = state.quotas.limit(project, region, demand.zonal_redundancy)
     if in_use + demand.running > limit:
         return start_message(demand, in_use + demand.running, limit)

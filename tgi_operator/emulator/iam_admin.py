@@ -23,6 +23,7 @@ from tgi_operator.emulator.access import Access
 from tgi_operator.emulator.errors import ApiError, iam_permission_denied, invalid
 from tgi_operator.emulator.rules import Violation, check_account_id, check_account_text
 from tgi_operator.emulator.state import State
+from tgi_operator.emulator.tables import offset_page
 
 _PROJECT = re.compile(r"^projects/(?P<project>[^/]+)$")
 _ACCOUNT = re.compile(r"^projects/(?P<project>[^/]+)/serviceAccounts/(?P<key>[^/]+)$")
@@ -44,10 +45,12 @@ class ServiceAccounts:
         if m is None:
             raise invalid(request_type, [Violation("name", "must be projects/{project}/serviceAccounts/{account}.")])
         key = m["key"].lower()
-        for account in self._state.service_accounts.values():
-            if key in (account.email, account.unique_id) and m["project"] in ("-", account.project_id):
-                return account
-        return None
+        accounts = self._state.service_accounts
+        email = key if key in accounts else self._state.account_by_unique_id.get(key)  # emails hold "@", ids never
+        account = accounts.get(email) if email is not None else None
+        if account is None or m["project"] not in ("-", account.project_id):
+            return None
+        return account
 
     async def create_service_account(
         self, request: iam_admin_v1.CreateServiceAccountRequest, context: object
@@ -100,12 +103,11 @@ class ServiceAccounts:
         if m is None:
             raise invalid("ListServiceAccountsRequest", [Violation("name", "must be projects/{project}.")])
         # Reads are eventually consistent: a new account is missing from the list while it propagates.
-        accounts = self._state.service_accounts.items()
-        emails = sorted(e for e, a in accounts if a.project_id == m["project"] and self._access.visible(e))
+        visible = (e for e in self._state.accounts_by_project.keys_in(m["project"]) if self._access.visible(e))
         start = int(request.page_token or 0)
         size = request.page_size or 100
-        page = emails[start : start + size]
-        token = str(start + size) if start + size < len(emails) else ""
+        page, more = offset_page(visible, start, size)
+        token = str(start + size) if more else ""
         return iam_admin_v1.ListServiceAccountsResponse(
             accounts=[self._state.service_accounts[e] for e in page], next_page_token=token
         )
@@ -123,11 +125,13 @@ class ServiceAccounts:
         # Like Google Cloud: bindings keep the account, renamed to the deleted: form.
         old = f"serviceAccount:{account.email}"
         new = f"deleted:serviceAccount:{account.email}?uid={account.unique_id}"
-        for policy in self._state.policies.values():
+        for name in self._state.policies_naming.keys_naming(old):  # only the policies that bind it
+            policy = self._state.policies[name]
             for binding in policy.bindings:
                 if old in binding.members:
                     members = [new if m == old else m for m in binding.members]
                     del binding.members[:]
                     binding.members.extend(members)
+            self._state.policies[name] = policy  # stored again: the index learns the new member names
         self._state.save()
         return empty_pb2.Empty()

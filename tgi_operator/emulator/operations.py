@@ -7,8 +7,10 @@ An operation carries the Service as `metadata` while running and as `response` (
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import grpc
 from google.cloud import run_v2
@@ -18,6 +20,7 @@ from google.rpc import status_pb2
 
 from tgi_operator.emulator.errors import ApiError, not_found
 from tgi_operator.emulator.state import State
+from tgi_operator.emulator.tables import offset_page
 
 MAX_WAIT_S = 60.0  # WaitOperation without a timeout waits at most this long, then returns the operation
 MAX_DONE_KEPT = 1000  # finished operations kept (oldest dropped first), so benchmarks do not grow the state forever
@@ -30,18 +33,30 @@ def pack_service(service: run_v2.Service) -> any_pb2.Any:
 
 
 class OperationBook:
-    """Creates, completes and serves operations; `Wait` blocks on an event per operation."""
+    """Creates, completes and serves operations; `Wait` blocks on an event per operation.
+
+    Finished operations are forgotten oldest (first created) first; a heap of them by creation order makes that a
+    pop rather than a walk over every operation on each write."""
 
     def __init__(self, state: State, on_change: Callable[[], None]) -> None:
         self._state = state
         self._on_change = on_change
         self._done: dict[str, asyncio.Event] = {}
+        self._order = itertools.count()
+        self._created: dict[str, int] = {}  # operation name -> creation order
+        self._finished: list[tuple[int, str]] = []  # heap of (creation order, name) of done operations
+        self._done_count = 0
+        for name, op in state.operations.items():  # a loaded state: its operations in the order they were kept
+            self._created[name] = next(self._order)
+            if op.done:
+                self._record_done(name)
 
     def start(self, parent: str, service: run_v2.Service) -> operations_pb2.Operation:
         self._forget_old()
         name = f"{parent}/operations/{uuid.uuid4()}"
         op = operations_pb2.Operation(name=name, metadata=pack_service(service), done=False)
         self._state.operations[name] = op
+        self._created[name] = next(self._order)
         self._on_change()
         return op
 
@@ -51,6 +66,7 @@ class OperationBook:
             return
         op.metadata.CopyFrom(pack_service(service))
         op.done = True
+        self._record_done(name)
         if error is None:
             op.response.CopyFrom(pack_service(service))
         else:
@@ -64,11 +80,26 @@ class OperationBook:
         self.finish(op.name, service)
         return self._state.operations[op.name]
 
+    def _record_done(self, name: str) -> None:
+        heapq.heappush(self._finished, (self._created[name], name))
+        self._done_count += 1
+
     def _forget_old(self) -> None:
-        done = [n for n, op in self._state.operations.items() if op.done]  # dicts keep insertion order: oldest first
-        for name in done[: max(0, len(done) - MAX_DONE_KEPT)]:
-            del self._state.operations[name]
-            self._done.pop(name, None)
+        """Keep the newest MAX_DONE_KEPT finished operations (by creation), as a walk over all of them would."""
+        while self._done_count > MAX_DONE_KEPT:
+            _, name = heapq.heappop(self._finished)
+            if name in self._state.operations:  # else deleted through the API meanwhile (and no longer counted)
+                self._remove(name)
+        if len(self._finished) > 2 * self._done_count + 64:  # entries of deleted operations: drop them now and then
+            self._finished = [(order, name) for order, name in self._finished if name in self._state.operations]
+            heapq.heapify(self._finished)
+
+    def _remove(self, name: str) -> None:
+        if self._state.operations[name].done:
+            self._done_count -= 1
+        del self._state.operations[name]
+        self._done.pop(name, None)
+        self._created.pop(name, None)
 
     def _event(self, name: str) -> asyncio.Event:
         event = self._done.setdefault(name, asyncio.Event())
@@ -91,18 +122,18 @@ class OperationBook:
         self, request: operations_pb2.ListOperationsRequest, context: object
     ) -> operations_pb2.ListOperationsResponse:
         prefix = request.name.rstrip("/") + "/operations/" if request.name else ""
-        names = sorted(n for n in self._state.operations if n.startswith(prefix))
+        names: Iterator[str] = self._state.operation_names.starting_with(prefix)  # in name order
         if request.filter:
             want_done = {"done=true": True, "done = true": True, "done=false": False, "done = false": False}.get(
                 request.filter.strip().lower()
             )
             if want_done is None:
                 raise ApiError(grpc.StatusCode.INVALID_ARGUMENT, f"Unsupported filter {request.filter!r}.")
-            names = [n for n in names if self._state.operations[n].done == want_done]
+            names = (n for n in names if self._state.operations[n].done == want_done)
         start = int(request.page_token or 0)
         size = request.page_size or 100
-        page = names[start : start + size]
-        next_token = str(start + size) if start + size < len(names) else ""
+        page, more = offset_page(names, start, size)
+        next_token = str(start + size) if more else ""
         return operations_pb2.ListOperationsResponse(
             operations=[self._state.operations[n] for n in page], next_page_token=next_token
         )
@@ -118,7 +149,6 @@ class OperationBook:
 
     async def delete_operation(self, request: operations_pb2.DeleteOperationRequest, context: object) -> empty_pb2.Empty:
         self._get(request.name)
-        del self._state.operations[request.name]
-        self._done.pop(request.name, None)
+        self._remove(request.name)
         self._on_change()
         return empty_pb2.Empty()

@@ -8,6 +8,7 @@ server and the admin API on another; one data-plane listener per ready service.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -136,7 +137,8 @@ class Emulator:
         await site.start()
         self._http = runner
         self.http_port = runner.addresses[0][1]
-        await self.services.resume()
+        await self.services.resume()  # saved at once: the file is current when the ready line is printed
+        self.state.batch_saves(asyncio.get_running_loop())
         log.info("emulator serving gRPC on %s and HTTP on %s", self.grpc_endpoint, self.http_url)
 
     async def stop(self) -> None:
@@ -148,7 +150,8 @@ class Emulator:
         if self._http is not None:
             await self._http.cleanup()
             self._http = None
-        self.state.save()
+        self.state.batch_saves(None)
+        self.state.save()  # everything, including what was waiting for its batch
 
 
 @asynccontextmanager

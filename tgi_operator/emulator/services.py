@@ -32,6 +32,7 @@ from tgi_operator.emulator.service_spec import new_etag as _etag
 from tgi_operator.emulator.service_spec import now as _now
 from tgi_operator.emulator.service_spec import spec as _spec
 from tgi_operator.emulator.state import State
+from tgi_operator.emulator.tables import offset_page
 
 log = logging.getLogger(__name__)
 
@@ -108,16 +109,17 @@ class CloudRunServices:
         project, region = parsed
         if request.page_size < 0:
             raise invalid("ListServicesRequest", [Violation("page_size", "must not be negative.")])
-        names = sorted(
+        after = base64.urlsafe_b64decode(request.page_token.encode()).decode() if request.page_token else ""
+        # The project's (or the region's) names are one sorted run of the index: read this page of it, no more.
+        prefix = f"projects/{project}/locations/" + ("" if region == "-" else f"{region}/services/")
+        names = (
             n
-            for n in self._state.services
+            for n in self._state.service_names.starting_with(prefix, after)
             if (p := rules.parse_service_name(n)) and p[0] == project and region in ("-", p[1])
         )
-        after = base64.urlsafe_b64decode(request.page_token.encode()).decode() if request.page_token else ""
-        names = [n for n in names if n > after]
         size = min(request.page_size or 100, 1000)
-        page = names[:size]
-        token = base64.urlsafe_b64encode(page[-1].encode()).decode() if len(names) > size else ""
+        page, more = offset_page(names, 0, size)
+        token = base64.urlsafe_b64encode(page[-1].encode()).decode() if more else ""
         return run_v2.ListServicesResponse(services=[self._state.services[n] for n in page], next_page_token=token)
 
     async def update_service(self, request: run_v2.UpdateServiceRequest, context: object) -> operations_pb2.Operation:
@@ -206,7 +208,7 @@ class CloudRunServices:
         # is bound; members the policy already holds are not checked again (a deleted account's bindings were
         # rewritten to deleted:serviceAccount:...).
         held = {m.lower() for b in current.bindings for m in b.members}
-        accounts = self._access.visible_accounts()
+        accounts = self._access.visible_account_names()
         violations = iam_policy.check_write(request.policy, current)
         for i, binding in enumerate(request.policy.bindings):
             if reason := rules.check_role(binding.role):

@@ -1,14 +1,22 @@
 """The emulator's state: everything a restart with `--state-file` must bring back.
 
-Plain data in memory; `save()` writes it as JSON (atomically) after every mutation when a
-state file is configured. Protobuf messages are stored in their canonical JSON forms.
+Plain data in memory; `save()` writes it as JSON (atomically) when a state file is configured: at once, or, once
+the emulator runs (`batch_saves`), at most SAVE_DELAY_S after a mutation, so a burst of mutations costs one write
+rather than one each (a write covers everything). Stopping the emulator writes whatever is left. Protobuf messages
+are stored in their canonical JSON forms, re-encoded only when they changed (state_file.py).
+
+The tables (services, serving revisions, policies, operations, service accounts) keep indexes (tables.py) so that
+no call walks all of them: names in order for listings, GPUs that must run per pool, accounts by unique id and by
+project, the policies naming each member.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import tempfile
+from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,9 +25,54 @@ from google.cloud import iam_admin_v1, run_v2
 from google.iam.v1 import policy_pb2
 from google.longrunning import operations_pb2
 from google.protobuf import json_format
+from google.protobuf.message import Message
+
+from tgi_operator.emulator.gpu_quota import RunningGpus
+from tgi_operator.emulator.state_file import EncodedEntries, json_object, plain
+from tgi_operator.emulator.tables import Grouped, Referrers, SecondaryKey, SortedKeys, Table
 
 DEFAULT_GPU_QUOTA = 10  # GPUs per project and region, for each zonal-redundancy setting
 DEFAULT_IAM_PROPAGATION_SECONDS = 2.0  # how long a new service account stays invisible (see access.py)
+SAVE_DELAY_S = 0.5  # how long a mutation may wait to be written while the emulator runs (a crash loses at most this)
+
+
+def _policy_members(policy: policy_pb2.Policy) -> set[str]:
+    return {m for b in policy.bindings for m in b.members}
+
+
+def _service_wire(service: run_v2.Service) -> bytes:
+    return run_v2.Service.pb(service).SerializeToString()
+
+
+def _service_json(service: run_v2.Service) -> str:
+    return plain(json.loads(run_v2.Service.to_json(service, indent=None)))
+
+
+def _account_wire(account: iam_admin_v1.ServiceAccount) -> bytes:
+    return iam_admin_v1.ServiceAccount.pb(account).SerializeToString()
+
+
+def _account_json(account: iam_admin_v1.ServiceAccount) -> str:
+    return plain(json.loads(iam_admin_v1.ServiceAccount.to_json(account, indent=None)))
+
+
+def _message_wire(message: Message) -> bytes:
+    return message.SerializeToString()
+
+
+def _message_json(message: Message) -> str:
+    return plain(json_format.MessageToDict(message))
+
+
+def _table_encoders() -> dict[str, EncodedEntries]:
+    """How each table's entries become JSON (the same documents as ever), with the wire bytes that tell a change."""
+    return {
+        "services": EncodedEntries(_service_wire, _service_json),
+        "serving": EncodedEntries(_service_wire, _service_json),
+        "policies": EncodedEntries(_message_wire, _message_json),
+        "operations": EncodedEntries(_message_wire, _message_json),
+        "serviceAccounts": EncodedEntries(_account_wire, _account_json),
+    }
 
 
 @dataclass
@@ -54,12 +107,14 @@ class QuotaBook:
 
 @dataclass
 class State:
-    services: dict[str, run_v2.Service] = field(default_factory=dict)
-    policies: dict[str, policy_pb2.Policy] = field(default_factory=dict)
-    operations: dict[str, operations_pb2.Operation] = field(default_factory=dict)
-    service_accounts: dict[str, iam_admin_v1.ServiceAccount] = field(default_factory=dict)  # by email
+    # services, policies, operations, service_accounts and serving become Tables (tables.py) on construction:
+    # mappings that keep the indexes declared further down.
+    services: MutableMapping[str, run_v2.Service] = field(default_factory=dict)
+    policies: MutableMapping[str, policy_pb2.Policy] = field(default_factory=dict)
+    operations: MutableMapping[str, operations_pb2.Operation] = field(default_factory=dict)
+    service_accounts: MutableMapping[str, iam_admin_v1.ServiceAccount] = field(default_factory=dict)  # by email
     ports: dict[str, int] = field(default_factory=dict)  # service name -> data-plane port (stable URL)
-    serving: dict[str, run_v2.Service] = field(default_factory=dict)  # the service as its ready revision was made
+    serving: MutableMapping[str, run_v2.Service] = field(default_factory=dict)  # the service as its ready revision was made
     pending: dict[str, dict[str, Any]] = field(default_factory=dict)  # service name -> {operation, newRevision} or {operation, delete}
     revision_counters: dict[str, int] = field(default_factory=dict)
     revisions: dict[str, dict[str, str]] = field(default_factory=dict)  # service -> revision id -> its template (JSON)
@@ -77,18 +132,54 @@ class State:
     groups: dict[str, set[str]] = field(default_factory=dict)  # group email -> members (user:/serviceAccount:)
     issuer_key_pem: str | None = None
     path: Path | None = None
+    # Indexes of the tables above, kept by the tables themselves (tables.py).
+    service_names: SortedKeys = field(default_factory=SortedKeys, init=False, repr=False, compare=False)
+    running_gpus: RunningGpus = field(default_factory=RunningGpus, init=False, repr=False, compare=False)
+    policies_naming: Referrers = field(default_factory=lambda: Referrers(_policy_members), init=False, repr=False, compare=False)
+    operation_names: SortedKeys = field(default_factory=SortedKeys, init=False, repr=False, compare=False)
+    account_by_unique_id: SecondaryKey = field(
+        default_factory=lambda: SecondaryKey(lambda a: a.unique_id), init=False, repr=False, compare=False
+    )
+    accounts_by_project: Grouped = field(default_factory=lambda: Grouped(lambda a: a.project_id), init=False, repr=False, compare=False)
+    _loop: asyncio.AbstractEventLoop | None = field(default=None, init=False, repr=False, compare=False)
+    _save_due: asyncio.TimerHandle | None = field(default=None, init=False, repr=False, compare=False)
+    _encoded: dict[str, EncodedEntries] = field(default_factory=_table_encoders, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self.services = Table(self.services, self.service_names)
+        self.serving = Table(self.serving, self.running_gpus)
+        self.policies = Table(self.policies, self.policies_naming)
+        self.operations = Table(self.operations, self.operation_names)
+        self.service_accounts = Table(self.service_accounts, self.account_by_unique_id, self.accounts_by_project)
+
+    def batch_saves(self, loop: asyncio.AbstractEventLoop | None) -> None:
+        """From now on `save()` writes within SAVE_DELAY_S on `loop` (None: at once, and the next save writes what
+        waits)."""
+        self._loop = loop
 
     def save(self) -> None:
+        """Persist the state (see the module docstring for when)."""
         if self.path is None:
             return
-        document = {
+        if self._loop is None:
+            self.flush()
+        elif self._save_due is None:
+            self._save_due = self._loop.call_later(SAVE_DELAY_S, self.flush)
+
+    def flush(self) -> None:
+        """Write the state file now."""
+        if self._save_due is not None:
+            self._save_due.cancel()
+            self._save_due = None
+        if self.path is None:
+            return
+        tables = {
+            "services": self.services, "serving": self.serving, "policies": self.policies,
+            "operations": self.operations, "serviceAccounts": self.service_accounts,
+        }  # fmt: skip
+        others = {
             "version": 1,
-            "services": {n: json.loads(run_v2.Service.to_json(s)) for n, s in self.services.items()},
-            "policies": {n: json_format.MessageToDict(p) for n, p in self.policies.items()},
-            "operations": {n: json_format.MessageToDict(o) for n, o in self.operations.items()},
-            "serviceAccounts": {e: json.loads(iam_admin_v1.ServiceAccount.to_json(a)) for e, a in self.service_accounts.items()},
             "ports": self.ports,
-            "serving": {n: json.loads(run_v2.Service.to_json(s)) for n, s in self.serving.items()},
             "pending": self.pending,
             "revisionCounters": self.revision_counters,
             "revisions": self.revisions,
@@ -105,10 +196,12 @@ class State:
             "groups": {g: sorted(m) for g, m in self.groups.items()},
             "issuerKeyPem": self.issuer_key_pem,
         }
+        members = {key: self._encoded[key].json_object(table) for key, table in tables.items()}
+        members.update({key: plain(value) for key, value in others.items()})
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".emulator-state-")
         with os.fdopen(fd, "w") as out:
-            json.dump(document, out, indent=1, sort_keys=True)
+            out.write(json_object(members) + "\n")
         os.replace(tmp, self.path)  # atomic: a crash never leaves half a file
 
     @classmethod

@@ -15,10 +15,17 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Coroutine, Sequence
+from collections.abc import Coroutine, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
+
+import grpc
+from google.auth.credentials import AnonymousCredentials
+from google.cloud import iam_admin_v1, run_v2
+from google.cloud.iam_admin_v1.services.iam.transports import IAMGrpcTransport
+from google.cloud.run_v2.services.services.transports import ServicesGrpcTransport
 
 from tgi_operator.emulator.server import Emulator, EmulatorConfig
 
@@ -120,3 +127,22 @@ def _pump(process: subprocess.Popen[str], lines: queue.Queue[str | None]) -> Non
     for line in process.stdout:
         lines.put(line)
     lines.put(None)
+
+
+@dataclass
+class SyncClients:
+    run: run_v2.ServicesClient
+    iam: iam_admin_v1.IAMClient
+
+
+@contextmanager
+def sync_clients(endpoint: str) -> Iterator[SyncClients]:
+    """The real synchronous Cloud Run and IAM clients on one insecure channel to an emulator (or any endpoint)."""
+    channel = grpc.insecure_channel(endpoint)
+    try:
+        yield SyncClients(
+            run=run_v2.ServicesClient(transport=ServicesGrpcTransport(channel=channel, credentials=AnonymousCredentials())),
+            iam=iam_admin_v1.IAMClient(transport=IAMGrpcTransport(channel=channel, credentials=AnonymousCredentials())),
+        )
+    finally:
+        channel.close()
