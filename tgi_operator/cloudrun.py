@@ -7,6 +7,7 @@ reconciler owns backoff, so a failing call surfaces at once as a classified Clou
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Awaitable, Callable
 from typing import ParamSpec, TypeVar
 
@@ -17,21 +18,48 @@ from google.cloud import run_v2
 from google.cloud.run_v2.services.services.transports import ServicesGrpcAsyncIOTransport
 from google.iam.v1 import iam_policy_pb2, options_pb2, policy_pb2
 
+from tgi_operator import metrics
 from tgi_operator.errors import classify
 
 P = ParamSpec("P")
 T = TypeVar("T")
 
 
-def translate_errors(call: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
-    @functools.wraps(call)
-    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
-        try:
-            return await call(*args, **kwargs)
-        except gexc.GoogleAPICallError as exc:
-            raise classify(exc) from exc
+def cloud_call(api: str, method: str) -> Callable[[Callable[P, Awaitable[T]]], Callable[P, Awaitable[T]]]:
+    """One Cloud Run or IAM call: its errors classified (errors.py), and counted by method and gRPC code with its
+    latency (metrics.py). A NOT_FOUND the method answers as "absent" (it raises `Absent(value)`) counts as
+    NOT_FOUND and returns the value."""
 
-    return wrapper
+    def decorate(call: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+        @functools.wraps(call)
+        async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+            started, code = time.monotonic(), "OK"
+            try:
+                return await call(*args, **kwargs)
+            except gexc.GoogleAPICallError as exc:
+                code = grpc_code(exc)
+                raise classify(exc) from exc
+            except Absent as absent:
+                code = "NOT_FOUND"
+                return absent.value  # type: ignore[no-any-return]
+            finally:
+                metrics.observe_cloud_call(api, method, code, started)
+
+        return wrapper
+
+    return decorate
+
+
+class Absent(Exception):
+    """Raised by an adapter method for a NOT_FOUND it answers with `value` (None, False)."""
+
+    def __init__(self, value: object) -> None:
+        super().__init__()
+        self.value = value
+
+
+def grpc_code(exc: gexc.GoogleAPICallError) -> str:
+    return exc.grpc_status_code.name if exc.grpc_status_code is not None else type(exc).__name__
 
 
 def services_client(endpoint: str | None) -> run_v2.ServicesAsyncClient:
@@ -47,28 +75,28 @@ class CloudRunServices:
         self._client = client
         self._timeout = timeout
 
-    @translate_errors
+    @cloud_call("run", "GetService")
     async def get(self, name: str) -> run_v2.Service | None:
         try:
             return await self._client.get_service(name=name, retry=None, timeout=self._timeout)
         except gexc.NotFound:
-            return None
+            raise Absent(None) from None
 
-    @translate_errors
+    @cloud_call("run", "CreateService")
     async def create(self, parent: str, service_id: str, service: run_v2.Service) -> None:
         """Start the create; the long-running operation is not awaited (readiness is polled with get)."""
         await self._client.create_service(
             parent=parent, service_id=service_id, service=service, retry=None, timeout=self._timeout
         )
 
-    @translate_errors
+    @cloud_call("run", "UpdateService")
     async def update(self, service: run_v2.Service) -> None:
         """Start an update of the whole service (its etag guards against overwriting a concurrent change)."""
         await self._client.update_service(
             request=run_v2.UpdateServiceRequest(service=service), retry=None, timeout=self._timeout
         )
 
-    @translate_errors
+    @cloud_call("run", "CreateService.validateOnly")
     async def validate(self, parent: str, service_id: str, service: run_v2.Service) -> None:
         """Cloud Run's server-side check of a service, changing nothing (validate_only); raises CloudError if refused.
 
@@ -88,23 +116,23 @@ class CloudRunServices:
             )
         await operation.result(timeout=self._timeout)  # done at once; an error in it is a refusal too
 
-    @translate_errors
+    @cloud_call("run", "DeleteService")
     async def delete(self, name: str) -> bool:
         """Start the delete; False when there was nothing to delete."""
         try:
             await self._client.delete_service(name=name, retry=None, timeout=self._timeout)
         except gexc.NotFound:
-            return False
+            raise Absent(False) from None
         return True
 
-    @translate_errors
+    @cloud_call("run", "GetIamPolicy")
     async def get_iam_policy(self, name: str) -> policy_pb2.Policy:
         # Version 3: conditional bindings (someone else's) come back whole, so a write can keep them.
         request = iam_policy_pb2.GetIamPolicyRequest(
             resource=name, options=options_pb2.GetPolicyOptions(requested_policy_version=3))
         return await self._client.get_iam_policy(request=request, retry=None, timeout=self._timeout)
 
-    @translate_errors
+    @cloud_call("run", "SetIamPolicy")
     async def set_iam_policy(self, name: str, policy: policy_pb2.Policy) -> policy_pb2.Policy:
         request = iam_policy_pb2.SetIamPolicyRequest(resource=name, policy=policy)
         return await self._client.set_iam_policy(request=request, retry=None, timeout=self._timeout)

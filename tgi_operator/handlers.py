@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
+import socket
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -74,6 +77,10 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     # Read tolerantly: a garbage value someone wrote there must not block the object (and its finalizer) forever.
     settings.persistence.progress_storage = TolerantProgressStorage(prefix=API_GROUP)
     settings.posting.level = logging.WARNING  # we post our own Normal events; kopf adds its warnings
+    # Events say who posted them: `kubectl describe` shows "From tgi-operator", with the pod as the instance.
+    settings.posting.reporting_component = "tgi-operator"
+    settings.posting.reporting_instance = os.environ.get("POD_NAME") or socket.gethostname()
+    settings.posting.event_name_prefix = "tgi-operator-"
     logging.getLogger("kopf.objects").addFilter(QuietWatchLines())
     RUNTIME.adapters = Adapters(
         services=CloudRunServices(services_client(CONFIG.cloud_run_endpoint), CONFIG.request_timeout_seconds),
@@ -81,6 +88,9 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         probe=ModelProbe(),
     )
     RUNTIME.scheduler = Scheduler(run_pass, CONFIG, CONFIG.max_concurrent_passes)
+    metrics.MAX_WORKERS.labels(metrics.CONTROLLER).set(CONFIG.max_concurrent_passes)
+    metrics.watch_objects(metrics.ObjectsCollector(
+        lambda: [entry.ref.status for entry in list(RUNTIME.scheduler.entries.values())], RUNTIME.scheduler.due_now))
     target = CONFIG.cloud_run_endpoint or "Google Cloud (Application Default Credentials)"
     log.info("tgi-operator started: Cloud Run at %s, resync every %ss, model probe %s, %d passes at once",
              target, CONFIG.resync_seconds, "on" if CONFIG.model_probe else "off", CONFIG.max_concurrent_passes)
@@ -146,9 +156,12 @@ def _status_patch(current: Any, status: TGIServiceStatus) -> dict[str, Any]:
     return merge_patch(ours, status.to_k8s())
 
 
-def _count(outcome: Outcome) -> None:
+def _count(outcome: Outcome, seconds: float) -> None:
     a = outcome.assessment
+    metrics.RECONCILE_TIME.labels(metrics.CONTROLLER).observe(seconds)
+    metrics.RECONCILE_TOTAL.labels(metrics.CONTROLLER, _result(outcome)).inc()
     if a is None:
+        metrics.RECONCILE_ERRORS.labels(metrics.CONTROLLER).inc()
         metrics.RECONCILES.labels("transient_error").inc()
         return
     metrics.RECONCILES.labels("ready" if a.ready else "stalled" if a.stalled else "progressing").inc()
@@ -159,6 +172,17 @@ def _count(outcome: Outcome) -> None:
             metrics.STALLS.labels(event.reason).inc()
 
 
+def _result(outcome: Outcome) -> str:
+    """controller-runtime's `result` label: an error, a requeue at once or after a delay, or done (the resync is
+    the informer's business there, as it is the scheduler's here)."""
+    a = outcome.assessment
+    if a is None:
+        return "error"
+    if outcome.again:
+        return "requeue"
+    return "success" if a.ready or a.stalled else "requeue_after"
+
+
 async def run_pass(entry: Entry) -> float | None:
     """One reconcile pass of one object, run by the scheduler: its status written before it ends, its events
     posted; returns when to pass it again."""
@@ -166,9 +190,10 @@ async def run_pass(entry: Entry) -> float | None:
         ref = entry.ref
         if entry.deleting:  # the finalizer has it now
             return None
-        with metrics.RECONCILE_SECONDS.time():
+        started = time.monotonic()
+        with metrics.RECONCILE_SECONDS.time(), metrics.ACTIVE_WORKERS.labels(metrics.CONTROLLER).track_inprogress():
             outcome = await reconcile(ref, RUNTIME.adapters, CONFIG, now=_now(), redeploy_failed=entry.redeploy_failed)
-        _count(outcome)
+        _count(outcome, time.monotonic() - started)
         _post(ref, outcome.events)  # what was done in the cloud is said, whatever happens to the status below
         if entry.ref.generation != ref.generation:
             return 0.0  # the spec changed during the pass: its status would describe the old one; pass it again
@@ -181,6 +206,7 @@ async def run_pass(entry: Entry) -> float | None:
             entry.attempt += 1
             delay = exc.retry_after or backoff(entry.attempt, CONFIG, CONFIG.poll_max_seconds)
             log.warning("%s; passing it again in %.1fs", exc, delay)
+            metrics.RECONCILE_ERRORS.labels(metrics.CONTROLLER).inc()
             return delay
         entry.attempt, entry.redeploy_failed = plan.attempt, plan.redeploy_failed
         if outcome.transient:

@@ -8,7 +8,7 @@ from google.auth.credentials import AnonymousCredentials
 from google.cloud import iam_admin_v1
 from google.cloud.iam_admin_v1.services.iam.transports import IAMGrpcAsyncIOTransport
 
-from tgi_operator.cloudrun import translate_errors
+from tgi_operator.cloudrun import Absent, cloud_call
 
 
 def iam_client(endpoint: str | None) -> iam_admin_v1.IAMAsyncClient:
@@ -23,16 +23,16 @@ class ServiceAccounts:
         self._client = client
         self._timeout = timeout
 
-    @translate_errors
+    @cloud_call("iam", "GetServiceAccount")
     async def get(self, project: str, email: str) -> iam_admin_v1.ServiceAccount | None:
         try:
             return await self._client.get_service_account(
                 name=f"projects/{project}/serviceAccounts/{email}", retry=None, timeout=self._timeout
             )
         except gexc.NotFound:
-            return None
+            raise Absent(None) from None
 
-    @translate_errors
+    @cloud_call("iam", "CreateServiceAccount")
     async def create(self, project: str, account_id: str, display_name: str, description: str) -> str:
         """Create the account; returns its email. ALREADY_EXISTS surfaces as a PermanentCloudError."""
         request = iam_admin_v1.CreateServiceAccountRequest(
@@ -43,20 +43,20 @@ class ServiceAccounts:
         created = await self._client.create_service_account(request=request, retry=None, timeout=self._timeout)
         return created.email
 
-    @translate_errors
+    @cloud_call("iam", "ListServiceAccounts")
     async def list_emails(self, project: str) -> set[str]:
         """Every account email of the project (all pages): the evidence when a single account cannot be read."""
         pager = await self._client.list_service_accounts(name=f"projects/{project}", retry=None, timeout=self._timeout)
         return {account.email.lower() async for account in pager}
 
-    @translate_errors
+    @cloud_call("iam", "DeleteServiceAccount")
     async def delete(self, project: str, email: str) -> bool:
         try:
             await self._client.delete_service_account(
                 name=f"projects/{project}/serviceAccounts/{email}", retry=None, timeout=self._timeout
             )
         except gexc.NotFound:
-            return False
+            raise Absent(False) from None
         return True
 
     async def close(self) -> None:

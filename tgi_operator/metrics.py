@@ -1,8 +1,22 @@
-"""Prometheus metrics of the operator (served by `tgi-operator run --metrics-port`)."""
+"""Prometheus metrics of the operator (served by `tgi-operator run --metrics-port`).
+
+Reconcile metrics have controller-runtime's names and labels (`controller_runtime_reconcile_total{controller,
+result}`, `..._errors_total`, `..._time_seconds`, `..._active_workers`, `workqueue_depth`), so the dashboards
+and alerts written for Go operators work unchanged; the rest are ours (`tgi_operator_*`).
+"""
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram, start_http_server
+import time
+from collections import Counter as Tally
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any
+
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+CONTROLLER = "tgiservice"  # the `controller` label, as controller-runtime names a controller by its kind
 
 RECONCILES = Counter(
     "tgi_operator_reconciles_total", "Reconcile passes by outcome (ready, progressing, stalled, transient_error).", ["outcome"]
@@ -15,6 +29,63 @@ CLOUD_WRITES = Counter(
     "tgi_operator_cloud_writes_total", "Writes the operator started on Cloud Run, by kind (Creating, Updating, ...).", ["kind"]
 )
 STALLS = Counter("tgi_operator_stalls_total", "Transitions to Stalled, by reason.", ["reason"])
+
+# controller-runtime's shapes (sigs.k8s.io/controller-runtime/pkg/internal/controller/metrics).
+RECONCILE_TOTAL = Counter(
+    "controller_runtime_reconcile_total", "Total number of reconciliations per controller.", ["controller", "result"])
+RECONCILE_ERRORS = Counter(
+    "controller_runtime_reconcile_errors_total", "Total number of reconciliation errors per controller.", ["controller"])
+RECONCILE_TIME = Histogram(
+    "controller_runtime_reconcile_time_seconds", "Length of time per reconciliation per controller.", ["controller"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+ACTIVE_WORKERS = Gauge(
+    "controller_runtime_active_workers", "Number of currently used workers per controller.", ["controller"])
+MAX_WORKERS = Gauge(
+    "controller_runtime_max_concurrent_reconciles", "Maximum number of concurrent reconciles per controller.",
+    ["controller"])
+
+CLOUD_REQUESTS = Counter(
+    "tgi_operator_cloud_requests_total", "Cloud Run and IAM requests by API, method and gRPC code.",
+    ["api", "method", "code"])
+CLOUD_REQUEST_SECONDS = Histogram(
+    "tgi_operator_cloud_request_duration_seconds", "Latency of Cloud Run and IAM requests.", ["api", "method"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+
+
+def observe_cloud_call(api: str, method: str, code: str, started: float) -> None:
+    CLOUD_REQUESTS.labels(api, method, code).inc()
+    CLOUD_REQUEST_SECONDS.labels(api, method).observe(time.monotonic() - started)
+
+
+class ObjectsCollector(Collector):
+    """At scrape time, from the operator's own snapshots (no API call): how many objects are in each state of
+    each condition, and how many checks are due and waiting for a worker (`workqueue_depth`)."""
+
+    def __init__(self, statuses: Callable[[], Iterable[Mapping[str, Any]]], due: Callable[[], int]) -> None:
+        self._statuses = statuses
+        self._due = due
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        tally: Tally[tuple[str, str, str]] = Tally()
+        for status in self._statuses():
+            for condition in status.get("conditions") or []:
+                if isinstance(condition, Mapping):
+                    tally[(str(condition.get("type")), str(condition.get("status")), str(condition.get("reason")))] += 1
+        objects = GaugeMetricFamily("tgi_operator_objects", "TGIServices by condition, status and reason.",
+                                    labels=["condition", "status", "reason"])
+        for (kind, status, reason), count in sorted(tally.items()):
+            objects.add_metric([kind, status, reason], count)
+        yield objects
+        depth = GaugeMetricFamily("workqueue_depth", "Current depth of workqueue: checks due and not started.",
+                                  labels=["name"])
+        depth.add_metric([CONTROLLER], self._due())
+        yield depth
+
+
+def watch_objects(collector: ObjectsCollector) -> None:
+    REGISTRY.register(collector)
 
 
 def serve(port: int, host: str) -> None:

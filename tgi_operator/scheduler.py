@@ -161,6 +161,11 @@ class Scheduler:
         async with self._slots:
             yield
 
+    def due_now(self) -> int:
+        """Checks that are due and not started (waiting for a slot): the work queue's depth."""
+        now = self._clock()
+        return sum(1 for entry in list(self.entries.values()) if entry.due is not None and entry.due <= now)
+
     @property
     def queued(self) -> int:
         return sum(1 for entry in self.entries.values() if entry.due is not None)

@@ -148,6 +148,14 @@ def _cpu_during_ramp(run: Run) -> str:
     return _joined(*(cpu.get(p) for p in ("operator", "emulator", "kube-apiserver", "etcd")), digits=1)
 
 
+def _memory_split(run: Run) -> str:
+    """What the process costs before any object (imports, clients), and what each object adds once idle."""
+    empty, idle, n = _get(run, "empty_operator", "rss_mib"), _get(run, "steady", "rss_idle_mib"), run.get("objects")
+    if empty is None or idle is None or not n:
+        return "n/a"
+    return f"{empty:.0f} MiB / {max(0.0, idle - empty) * 1024 / n:.0f} KiB"
+
+
 def _spec_change(run: Run) -> str:
     change = _get(run, "spec_change")
     if not change:
@@ -191,6 +199,7 @@ ROWS = (
         lambda r: _num(_get(r, "steady", "cpu_percent_per_1000_at_default_resync"), 2, " %"), "idle_cpu_per_1000"),
     Row("RSS idle / peak (MiB)",
         lambda r: _joined(_get(r, "steady", "rss_idle_mib"), _get(r, "operator_rss_peak_mib"), digits=0), "rss_idle"),
+    Row("RSS of the operator with no object / per object at idle (KiB)", _memory_split),
     Row("spec change → Ready (after the cloud settled)", _spec_change, "spec_change_within_3s_of_settle"),
     Row("CPU s in ramp: operator / emulator / apiserver / etcd", _cpu_during_ramp),
 )

@@ -36,8 +36,9 @@ def one(docs: list[dict[str, Any]], kind: str, name: str | None = None) -> dict[
 
 
 def container_env(docs: list[dict[str, Any]]) -> dict[str, str]:
+    """The literal values (not those from the downward API, such as POD_NAME)."""
     [container] = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"]
-    return {e["name"]: e["value"] for e in container["env"]}
+    return {e["name"]: e["value"] for e in container["env"] if "value" in e}
 
 
 def can_i(cluster: KubeCluster, verb: str, resource: str, *scope: str, user: str) -> str:
@@ -86,6 +87,8 @@ def test_example_overlay_sets_every_installation_value(cluster: KubeCluster) -> 
     assert env["TGI_OPERATOR_ALLOWED_SERVICE_ACCOUNTS"].startswith("tgi-runtime@acme-ml-prod.iam.gserviceaccount.com")
     assert env["TGI_OPERATOR_CLUSTER_NAME"] == "gke-europe-west1-prod"
     assert env["TGI_OPERATOR_ALLOW_PUBLIC_SERVICES"] == "false"  # the base's values the overlay leaves alone stay
+    pod_name = next(e for e in container["env"] if e["name"] == "POD_NAME")  # events name the pod that posted them
+    assert pod_name["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
     service_account = one(built, "ServiceAccount")["metadata"]["annotations"]
     assert service_account["iam.gke.io/gcp-service-account"] == "tgi-operator@acme-ml-prod.iam.gserviceaccount.com"
     # The operator would start with these settings, and refuses the base's placeholders.

@@ -111,6 +111,18 @@ def test_a_spec_change_is_one_update_and_an_unrelated_label_is_none(operator_sta
     scraped = requests.get(stack.operator.metrics_url, timeout=10).text
     assert 'tgi_operator_cloud_writes_total{kind="Updating"}' in scraped
     assert 'tgi_operator_reconciles_total{outcome="ready"}' in scraped
+    # controller-runtime's names, for the dashboards written for Go operators
+    for line in ('controller_runtime_reconcile_total{controller="tgiservice",result="success"}',
+                 'controller_runtime_reconcile_total{controller="tgiservice",result="requeue_after"}',
+                 'controller_runtime_reconcile_time_seconds_count{controller="tgiservice"}',
+                 'controller_runtime_active_workers{controller="tgiservice"}',
+                 'controller_runtime_max_concurrent_reconciles{controller="tgiservice"} 8.0',
+                 'workqueue_depth{name="tgiservice"}',
+                 'tgi_operator_cloud_requests_total{api="run",code="OK",method="UpdateService"}',
+                 'tgi_operator_cloud_requests_total{api="run",code="OK",method="GetService"}',
+                 'tgi_operator_cloud_request_duration_seconds_count{api="run",method="GetIamPolicy"}',
+                 'tgi_operator_objects{condition="Ready",reason="Ready",status="True"}'):
+        assert line in scraped, line
 
     stack.admin.reset_calls()
     stack.kube.kubectl("label", "tgis", SEED_NAME, "-n", namespace, "team=search")
