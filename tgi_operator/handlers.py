@@ -63,7 +63,8 @@ def authenticate(settings: kopf.OperatorSettings, logger: kopf.Logger, **_: Any)
     credentials = login(settings, logger)
     if credentials is not None:
         if RUNTIME.writer is None:
-            RUNTIME.writer = StatusWriter(credentials, connections=CONFIG.max_concurrent_passes)
+            RUNTIME.writer = StatusWriter(credentials, relogin=lambda: login(settings, logger),
+                                          connections=CONFIG.max_concurrent_passes)
         else:
             RUNTIME.writer.renew(credentials)
     return credentials

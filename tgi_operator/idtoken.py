@@ -8,10 +8,13 @@ emulator's metadata-compatible endpoint via GCE_METADATA_HOST / GCE_METADATA_IP)
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 import google.auth.transport.requests
+import requests
 from google.auth import jwt
 from google.oauth2 import id_token
 
@@ -20,17 +23,32 @@ TOKEN_MARGIN_S = 300
 FALLBACK_LIFETIME_S = 600  # a token without `exp` (never from Google) is still reused briefly
 
 
-def fetch_google_id_token(audience: str) -> str:
-    """Blocking: one fresh ID token for `audience` from the environment's Google identity."""
-    return id_token.fetch_id_token(google.auth.transport.requests.Request(), audience)
+class GoogleIdTokens:
+    """Blocking: a fresh ID token for an audience from the environment's Google identity. The identity is found
+    once (google-auth's `fetch_id_token` pings the metadata server and reads the account on every call: three
+    requests per token) and each token is then one request over one reused HTTP session."""
+
+    def __init__(self) -> None:
+        self._request = google.auth.transport.requests.Request(requests.Session())
+        self._identity: Any = None
+        self._lock = threading.Lock()
+
+    def __call__(self, audience: str) -> str:
+        with self._lock:
+            if self._identity is None:
+                self._identity = id_token.fetch_id_token_credentials(audience, request=self._request)
+            identity = self._identity
+        credentials = identity.with_target_audience(audience)
+        credentials.refresh(self._request)
+        return str(credentials.token)
 
 
 class IdTokenSource:
     """Async access to cached ID tokens; one fetch at a time per audience, so a burst of requests to one service
     makes one token call, while the tokens of different services are fetched side by side."""
 
-    def __init__(self, fetch: Callable[[str], str] = fetch_google_id_token, margin_s: float = TOKEN_MARGIN_S) -> None:
-        self._fetch = fetch
+    def __init__(self, fetch: Callable[[str], str] | None = None, margin_s: float = TOKEN_MARGIN_S) -> None:
+        self._fetch = fetch or GoogleIdTokens()
         self._margin_s = margin_s
         self._tokens: dict[str, tuple[str, float]] = {}  # audience -> (token, exp as a Unix time)
         self._locks: dict[str, asyncio.Lock] = {}

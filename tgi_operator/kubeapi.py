@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -38,8 +39,13 @@ class StatusWriteError(Exception):
 
 
 class StatusWriter:
-    def __init__(self, credentials: kopf.ConnectionInfo, *, connections: int = 8, timeout: float = 30.0) -> None:
+    """`relogin`: fresh credentials after a 401 (a rotated service-account token); kopf's own watch may keep its
+    connection, and so its old credentials, for a long time."""
+
+    def __init__(self, credentials: kopf.ConnectionInfo, *, relogin: Callable[[], kopf.ConnectionInfo | None],
+                 connections: int = 8, timeout: float = 30.0) -> None:
         self._credentials = credentials
+        self._relogin = relogin
         self._connections = connections
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._session: aiohttp.ClientSession | None = None
@@ -61,7 +67,8 @@ class StatusWriter:
             )
         return self._session
 
-    async def patch_status(self, namespace: str, name: str, patch: dict[str, Any]) -> tuple[dict[str, Any], str] | None:
+    async def patch_status(self, namespace: str, name: str, patch: dict[str, Any],
+                           *, relogged: bool = False) -> tuple[dict[str, Any], str] | None:
         """Merge-patches .status; returns the status as stored and the object's new resourceVersion, or None when
         the object is gone."""
         url = (f"{self._credentials.server.rstrip('/')}/apis/{API_GROUP}/{API_VERSION}/namespaces/{namespace}/"
@@ -71,6 +78,9 @@ class StatusWriter:
                                           headers={"Content-Type": "application/merge-patch+json"}) as response:
                 if response.status == 404:
                     return None
+                if response.status == 401 and not relogged and (fresh := await asyncio.to_thread(self._relogin)):
+                    self.renew(fresh)
+                    return await self.patch_status(namespace, name, patch, relogged=True)
                 if response.status >= 400:
                     reason = (await response.text())[:300]  # a Status object: the API server's reason, no secrets
                     raise StatusWriteError(f"status of {namespace}/{name} not written: HTTP {response.status}: "

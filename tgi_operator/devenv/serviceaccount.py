@@ -27,19 +27,27 @@ def ensure_service_account(admin_kubeconfig: Path, namespace: str, name: str) ->
             raise
 
 
-def service_account_token(admin_kubeconfig: Path, namespace: str, name: str, expiration_seconds: int = 86400) -> str:
-    """A bound token from the TokenRequest API (what a Pod's projected volume would receive)."""
-    request = k8s.AuthenticationV1TokenRequest(spec=k8s.V1TokenRequestSpec(audiences=[], expiration_seconds=expiration_seconds))
+def service_account_token(admin_kubeconfig: Path, namespace: str, name: str, expiration_seconds: int = 86400,
+                          bound_secret: str | None = None) -> str:
+    """A bound token from the TokenRequest API (what a Pod's projected volume would receive). `bound_secret`: the
+    token dies with that Secret (of the same namespace), as a Pod's token dies with the Pod: a rotation, on demand."""
+    bound = None
+    if bound_secret:
+        secret = _core_api(admin_kubeconfig).read_namespaced_secret(bound_secret, namespace)
+        bound = k8s.V1BoundObjectReference(api_version="v1", kind="Secret", name=bound_secret, uid=secret.metadata.uid)
+    request = k8s.AuthenticationV1TokenRequest(spec=k8s.V1TokenRequestSpec(
+        audiences=[], expiration_seconds=expiration_seconds, bound_object_ref=bound))
     response = _core_api(admin_kubeconfig).create_namespaced_service_account_token(name, namespace, request)
     return response.status.token
 
 
 def service_account_kubeconfig(
-    admin_kubeconfig: Path, namespace: str, name: str, out: Path, expiration_seconds: int = 86400
+    admin_kubeconfig: Path, namespace: str, name: str, out: Path, expiration_seconds: int = 86400,
+    bound_secret: str | None = None,
 ) -> Path:
     """Create the ServiceAccount if needed and write a kubeconfig that authenticates as it."""
     ensure_service_account(admin_kubeconfig, namespace, name)
-    token = service_account_token(admin_kubeconfig, namespace, name, expiration_seconds)
+    token = service_account_token(admin_kubeconfig, namespace, name, expiration_seconds, bound_secret)
     server, ca_data = read_server(admin_kubeconfig)
     user = f"system:serviceaccount:{namespace}:{name}"
     config = {
