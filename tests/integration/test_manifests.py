@@ -63,11 +63,37 @@ def test_the_crd_is_its_own_unit_and_kept_by_gitops_tools(cluster: KubeCluster) 
     assert "CustomResourceDefinition" not in {d["kind"] for d in build(cluster, BASE)}
 
 
+def test_the_servicemonitor_component_scrapes_the_metrics_service(cluster: KubeCluster, tmp_path: Path) -> None:
+    overlay = tmp_path / "overlay"
+    overlay.mkdir()
+    (overlay / "kustomization.yaml").write_text(yaml.safe_dump({
+        "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
+        "resources": [os.path.relpath(BASE, overlay)],  # kustomize takes relative paths only
+        "components": [os.path.relpath(MANIFESTS / "components" / "servicemonitor", overlay)]}))
+    built = build(cluster, overlay)
+    monitor, service = one(built, "ServiceMonitor"), one(built, "Service")
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    assert monitor["spec"]["endpoints"] == [{"port": "metrics", "interval": "30s"}]
+    assert monitor["metadata"]["namespace"] == service["metadata"]["namespace"]
+
+
 def test_kustomize_builds_the_operator_install(cluster: KubeCluster) -> None:
     built = build(cluster, BASE)
     kinds = sorted(d["kind"] for d in built)
-    assert kinds == ["ClusterRole", "ClusterRole", "ClusterRole", "ClusterRoleBinding", "Deployment", "Namespace", "ServiceAccount"]
+    assert kinds == ["ClusterRole", "ClusterRole", "ClusterRole", "ClusterRoleBinding", "Deployment", "Namespace",
+                     "NetworkPolicy", "Service", "ServiceAccount"]
     deployment = one(built, "Deployment")
+    # Metrics: a Service onto the container's metrics port, and a NetworkPolicy that admits only the scraper to it.
+    pod = deployment["spec"]["template"]
+    [container] = pod["spec"]["containers"]
+    assert {"name": "metrics", "containerPort": 9090} in container["ports"] and "--metrics-port=9090" in container["args"]
+    service, policy = one(built, "Service")["spec"], one(built, "NetworkPolicy")["spec"]
+    assert service["selector"].items() <= pod["metadata"]["labels"].items()
+    assert service["ports"] == [{"name": "metrics", "port": 9090, "targetPort": "metrics", "protocol": "TCP"}]
+    assert policy["podSelector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+    assert policy["policyTypes"] == ["Ingress"]
+    [rule] = policy["ingress"]
+    assert rule["ports"] == [{"port": "metrics", "protocol": "TCP"}] and rule["from"][0]["namespaceSelector"]
     assert deployment["spec"]["replicas"] == 1 and deployment["spec"]["strategy"]["type"] == "Recreate"
     assert deployment["spec"]["template"]["spec"]["serviceAccountName"] == stack.OPERATOR_SERVICE_ACCOUNT
     # The API server accepts all of it as written (server-side dry run; the namespace must exist for that).
