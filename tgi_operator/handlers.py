@@ -11,6 +11,7 @@ kopf keeps only the finalizer on the object: no last-handled-configuration, no h
 from __future__ import annotations
 
 import datetime as dt
+import importlib.util
 import logging
 import os
 import socket
@@ -26,7 +27,7 @@ from tgi_operator.errors import PermanentCloudError, TransientCloudError
 from tgi_operator.finalize import ABANDON_ANNOTATION, finalize
 from tgi_operator.iam import ServiceAccounts, iam_client
 from tgi_operator.kopf_storage import NoDiffBase, TolerantProgressStorage
-from tgi_operator.kubeapi import StatusWriteError, StatusWriter, login
+from tgi_operator.kubeapi import StatusWriteError, StatusWriter
 from tgi_operator.models import TGIServiceStatus
 from tgi_operator.probe import ModelProbe
 from tgi_operator.reconcile import EARLIER_VERSION_MARK, Adapters, Event, ObjectRef, Outcome, reconcile
@@ -57,13 +58,21 @@ class Runtime:
 RUNTIME = Runtime()
 
 
+def _login(settings: kopf.OperatorSettings, logger: logging.Logger | logging.LoggerAdapter[Any]) -> kopf.ConnectionInfo | None:
+    """kopf's own choice of login, in its order: the `kubernetes` client's loader when installed (it knows exec
+    plugins and in-cluster tokens), else kopf's service-account and kubeconfig readers."""
+    if importlib.util.find_spec("kubernetes") is not None:
+        return kopf.login_via_client(settings=settings, logger=logger)
+    return kopf.login_with_service_account(settings=settings) or kopf.login_with_kubeconfig(settings=settings)
+
+
 @kopf.on.login()
 def authenticate(settings: kopf.OperatorSettings, logger: kopf.Logger, **_: Any) -> kopf.ConnectionInfo | None:
     """kopf's usual login, kept for the status writer too (renewed whenever kopf logs in again)."""
-    credentials = login(settings, logger)
+    credentials = _login(settings, logger)
     if credentials is not None:
         if RUNTIME.writer is None:
-            RUNTIME.writer = StatusWriter(credentials, relogin=lambda: login(settings, logger),
+            RUNTIME.writer = StatusWriter(credentials, relogin=lambda: _login(settings, logger),
                                           connections=CONFIG.max_concurrent_passes)
         else:
             RUNTIME.writer.renew(credentials)

@@ -3,31 +3,24 @@
 kopf watches the objects and keeps the finalizer; the status is written here, by the pass that computed it and
 before that pass ends (scheduler.py), so a status never lands after a newer one — kopf would apply a handler's
 status patch after the handler returned, through its own retrying patcher. Connections are bounded (kopf's are
-not). The credentials are the ones kopf logs in with: our login handler finds them once for both.
+not). The credentials are the ones kopf logs in with (handlers.py hands them over); kopf itself is not used here.
 """
 
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
-import kopf
 
 from tgi_operator import API_GROUP, API_VERSION, PLURAL
 
+if TYPE_CHECKING:
+    from kopf import ConnectionInfo
+
 log = logging.getLogger(__name__)
-
-
-def login(settings: kopf.OperatorSettings, logger: logging.Logger | logging.LoggerAdapter[Any]) -> kopf.ConnectionInfo | None:
-    """kopf's own choice of login, in its order: the `kubernetes` client's loader when installed (it knows exec
-    plugins and in-cluster tokens), else kopf's service-account and kubeconfig readers."""
-    if importlib.util.find_spec("kubernetes") is not None:
-        return kopf.login_via_client(settings=settings, logger=logger)
-    return kopf.login_with_service_account(settings=settings) or kopf.login_with_kubeconfig(settings=settings)
 
 
 class StatusWriteError(Exception):
@@ -42,7 +35,7 @@ class StatusWriter:
     """`relogin`: fresh credentials after a 401 (a rotated service-account token); kopf's own watch may keep its
     connection, and so its old credentials, for a long time."""
 
-    def __init__(self, credentials: kopf.ConnectionInfo, *, relogin: Callable[[], kopf.ConnectionInfo | None],
+    def __init__(self, credentials: ConnectionInfo, *, relogin: Callable[[], ConnectionInfo | None],
                  connections: int = 8, timeout: float = 30.0) -> None:
         self._credentials = credentials
         self._relogin = relogin
@@ -50,7 +43,7 @@ class StatusWriter:
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._session: aiohttp.ClientSession | None = None
 
-    def renew(self, credentials: kopf.ConnectionInfo) -> None:
+    def renew(self, credentials: ConnectionInfo) -> None:
         """New credentials (kopf logged in again, e.g. after a token rotation): the next write uses them."""
         if credentials != self._credentials:
             self._credentials, old, self._session = credentials, self._session, None

@@ -166,10 +166,6 @@ class Scheduler:
         now = self._clock()
         return sum(1 for entry in list(self.entries.values()) if entry.due is not None and entry.due <= now)
 
-    @property
-    def queued(self) -> int:
-        return sum(1 for entry in self.entries.values() if entry.due is not None)
-
     def start(self) -> None:
         """Starts the loop once, in the caller's context (kopf's event posting lives in its handlers' context)."""
         if self._loop_task is None:

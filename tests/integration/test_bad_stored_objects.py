@@ -25,7 +25,7 @@ import pytest
 from tgi_operator import API_GROUP, API_VERSION, KIND
 from tgi_operator.admission import POLICY_NAME
 from tgi_operator.crd import CRD_NAME, CRD_PATH, render_crd
-from tgi_operator.devenv.stack import wait_for_admission_rules
+from tgi_operator.devenv.stack import RULES_PROBE, wait_for_admission_rules
 from tgi_operator.devenv.testing import KubeCluster
 
 pytestmark = pytest.mark.integration
@@ -91,7 +91,7 @@ def install(cluster: KubeCluster, namespace: str, *, loose: bool) -> None:
     while True:
         probes = [manifest("probe", {}, finalizer=False)]  # refused by the real schema (region is required)
         if loose:  # and by the real rules (minInstances above maxInstances)
-            probes.append(manifest("probe", {**SEED, "scaling": {"minInstances": 2, "maxInstances": 1}}, finalizer=False))
+            probes.append(RULES_PROBE)
         results = [cluster.kubectl("create", "--dry-run=server", "-n", namespace, "-f", "-", check=False,
                                    input=json.dumps(probe)) for probe in probes]
         if all((result.returncode == 0) == loose for result in results):

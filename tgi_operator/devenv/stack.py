@@ -36,7 +36,7 @@ def install(kube: KubeCluster) -> None:
 
 
 # Valid for the schema, refused only by the admission policy's rules (minInstances above maxInstances).
-_RULES_PROBE = {"apiVersion": "tgi-operator.dev/v1alpha1", "kind": "TGIService", "metadata": {"name": "rules-probe"},
+RULES_PROBE = {"apiVersion": "tgi-operator.dev/v1alpha1", "kind": "TGIService", "metadata": {"name": "rules-probe"},
                 "spec": {"region": "us-central1", "model": {"id": "org/model"},
                          "scaling": {"minInstances": 2, "maxInstances": 1}}}
 
@@ -47,7 +47,7 @@ def wait_for_admission_rules(kube: KubeCluster, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while True:
         probe = kube.kubectl("create", "--dry-run=server", "-n", "default", "-f", "-", check=False,
-                             input=yaml.safe_dump(_RULES_PROBE))
+                             input=yaml.safe_dump(RULES_PROBE))
         if probe.returncode != 0 and "ValidatingAdmissionPolicy" in probe.stderr:
             return
         if time.monotonic() > deadline:
