@@ -115,23 +115,35 @@ async def ensure_invoker_account(namespace: str, name: str, project: str, email:
         try:
             await accounts.create(project, invoker_account_id(namespace, name),
                                   invoker_account_display_name(namespace, name), description)
+            return
         except PermanentCloudError as exc:
-            if exc.code == "ALREADY_EXISTS":  # it exists: IAM reads lag behind a create by a minute or more ...
-                if email.lower() in await accounts.list_emails(project):  # ... but once it is listed, a 403 is real
-                    raise Stall("PermissionDenied", f"the invoker service account {email} exists but the operator "
-                                "may not read it (iam.serviceAccounts.get): grant it roles/iam.serviceAccountAdmin on "
-                                f"project {project}, or it belongs to someone else") from exc
-                raise TransientCloudError(exc.code, f"{email} exists but IAM does not show it yet (reads are "
-                                          "eventually consistent after a create); looking again", retry_after=5.0) from exc
-            if exc.code == "PERMISSION_DENIED" and exc.reason != "ApiNotEnabled":
+            if exc.code == "ALREADY_EXISTS":
+                found = await _existing_account(accounts, project, email, exc)
+            elif exc.code == "PERMISSION_DENIED" and exc.reason != "ApiNotEnabled":
                 raise Stall("PermissionDenied", f"the operator may not create the invoker service account {email} "
                             f"(access.createInvokerServiceAccount): grant it roles/iam.serviceAccountAdmin on project "
                             f"{project}, or set createInvokerServiceAccount: false. IAM: {exc.message}") from exc
-            raise
-        return
+            else:
+                raise
     if found.description != description:
         raise Stall("InvokerAccountTaken", f"service account {email} exists but was not created for this "
                     "TGIService; it is neither used nor deleted")
+
+
+async def _existing_account(accounts: ServiceAccounts, project: str, email: str,
+                            exc: PermanentCloudError) -> iam_admin_v1.ServiceAccount:
+    """The account a create called ALREADY_EXISTS although a read did not show it. IAM reads lag behind a create by
+    a minute or more: while the project's list does not name it either, look again later. Once it is listed, read
+    it once more (it may have propagated between the first read and the list, a race CI met): a 403 then is real."""
+    if email.lower() not in await accounts.list_emails(project):
+        raise TransientCloudError(exc.code, f"{email} exists but IAM does not show it yet (reads are eventually "
+                                  "consistent after a create); looking again", retry_after=5.0) from exc
+    found = await find_account(accounts, project, email)
+    if found is None:
+        raise Stall("PermissionDenied", f"the invoker service account {email} exists but the operator may not read "
+                    f"it (iam.serviceAccounts.get): grant it roles/iam.serviceAccountAdmin on project {project}, or it "
+                    "belongs to someone else") from exc
+    return found
 
 
 async def delete_invoker_account_if_made(

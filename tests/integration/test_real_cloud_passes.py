@@ -44,6 +44,20 @@ async def test_the_seed_with_an_invoker_account_becomes_ready_although_iam_hides
     assert calls.get("OK") == 1  # made once: a 403 read after the create is a wait, never a second account
 
 
+async def test_an_account_that_propagates_between_the_read_and_the_list_is_used_not_refused(
+    adapters: Adapters, admin: AdminApi
+) -> None:
+    # A crash after the create: the account is there; the pass's first read still says 403 (propagating), the create
+    # says ALREADY_EXISTS and by the time of the list it is visible. The read asked again finds it: no Stall.
+    admin.set_iam_propagation_seconds(0.0)
+    await adapters.accounts.create(PROJECT, invoker_account_id("team-a", "llama"), "Invoker of team-a/llama",
+                                   "Created by tgi-operator to call TGIService team-a/llama")
+    admin.fault("GetServiceAccount", "PERMISSION_DENIED", count=1)
+    status = await settle(adapters, {}, 1, WITH_SA)
+    assert conditions(status)["Ready"]["status"] == "True", status
+    assert admin.calls()["google.iam.admin.v1.IAM/CreateServiceAccount"] == {"OK": 1, "ALREADY_EXISTS": 1}
+
+
 async def test_an_operator_that_may_not_create_accounts_stalls_saying_so(adapters: Adapters, admin: AdminApi) -> None:
     admin.deny_iam(["iam.serviceAccounts.create"])
     outcome = await run(adapters, {}, 1, WITH_SA)
