@@ -81,7 +81,7 @@ def test_kustomize_builds_the_operator_install(cluster: KubeCluster) -> None:
     built = build(cluster, BASE)
     kinds = sorted(d["kind"] for d in built)
     assert kinds == ["ClusterRole", "ClusterRole", "ClusterRole", "ClusterRoleBinding", "Deployment", "Namespace",
-                     "NetworkPolicy", "Service", "ServiceAccount"]
+                     "NetworkPolicy", "PodDisruptionBudget", "Role", "RoleBinding", "Service", "ServiceAccount"]
     deployment = one(built, "Deployment")
     # Metrics: a Service onto the container's metrics port, and a NetworkPolicy that admits only the scraper to it.
     pod = deployment["spec"]["template"]
@@ -94,7 +94,16 @@ def test_kustomize_builds_the_operator_install(cluster: KubeCluster) -> None:
     assert policy["policyTypes"] == ["Ingress"]
     [rule] = policy["ingress"]
     assert rule["ports"] == [{"port": "metrics", "protocol": "TCP"}] and rule["from"][0]["namespaceSelector"]
-    assert deployment["spec"]["replicas"] == 1 and deployment["spec"]["strategy"]["type"] == "Recreate"
+    # Two replicas behind a Lease: a rollout adds the new pod before the old one goes (it waits for the Lease).
+    assert deployment["spec"]["replicas"] == 2 and "--leader-elect" in container["args"]
+    assert deployment["spec"]["strategy"] == {"type": "RollingUpdate",
+                                              "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in container["env"] if "valueFrom" in e} == {
+        "POD_NAME": "metadata.name", "POD_NAMESPACE": "metadata.namespace"}
+    [role] = [d for d in built if d["kind"] == "Role"]
+    assert role["rules"] == [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
+                              "verbs": ["get", "create", "update"]}]
     assert deployment["spec"]["template"]["spec"]["serviceAccountName"] == stack.OPERATOR_SERVICE_ACCOUNT
     # The API server accepts all of it as written (server-side dry run; the namespace must exist for that).
     stack.install(cluster)
