@@ -13,6 +13,7 @@ from typing import ParamSpec, TypeVar
 
 import grpc
 from google.api_core import exceptions as gexc
+from google.api_core.gapic_v1.client_info import ClientInfo
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import run_v2
 from google.cloud.run_v2.services.services.transports import ServicesGrpcAsyncIOTransport
@@ -62,12 +63,20 @@ def grpc_code(exc: gexc.GoogleAPICallError) -> str:
     return exc.grpc_status_code.name if exc.grpc_status_code is not None else type(exc).__name__
 
 
-def services_client(endpoint: str | None) -> run_v2.ServicesAsyncClient:
-    """A client for Google's endpoint (ADC / Workload Identity), or for an insecure local one (the emulator)."""
+def services_client(endpoint: str | None, user_agent: str = "") -> run_v2.ServicesAsyncClient:
+    """A client for Google's endpoint (ADC / Workload Identity), or for an insecure local one (the emulator).
+    `user_agent` names the caller in Cloud Audit Logs (callerSuppliedUserAgent): which replica wrote."""
+    client_info = ClientInfo(user_agent=user_agent or None)
     if not endpoint:
-        return run_v2.ServicesAsyncClient()
-    transport = ServicesGrpcAsyncIOTransport(channel=grpc.aio.insecure_channel(endpoint), credentials=AnonymousCredentials())
-    return run_v2.ServicesAsyncClient(transport=transport)
+        return run_v2.ServicesAsyncClient(client_info=client_info)
+    transport = ServicesGrpcAsyncIOTransport(channel=insecure_channel(endpoint, user_agent),
+                                             credentials=AnonymousCredentials())
+    return run_v2.ServicesAsyncClient(transport=transport, client_info=client_info)
+
+
+def insecure_channel(endpoint: str, user_agent: str) -> grpc.aio.Channel:
+    """A channel to a local endpoint that sends `user_agent` as gRPC's user-agent, as Google's transport does."""
+    return grpc.aio.insecure_channel(endpoint, options=[("grpc.primary_user_agent", user_agent)] if user_agent else None)
 
 
 class CloudRunServices:

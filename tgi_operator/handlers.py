@@ -21,13 +21,13 @@ from typing import Any
 
 import kopf
 
-from tgi_operator import API_GROUP, API_VERSION, KIND, PLURAL, logredact, metrics
+from tgi_operator import API_GROUP, API_VERSION, KIND, PLURAL, __version__, metrics
 from tgi_operator.cloudrun import CloudRunServices, services_client
 from tgi_operator.errors import PermanentCloudError, TransientCloudError
 from tgi_operator.finalize import ABANDON_ANNOTATION, finalize
 from tgi_operator.iam import ServiceAccounts, iam_client
 from tgi_operator.kopf_storage import NoDiffBase, TolerantProgressStorage
-from tgi_operator.kubeapi import StatusWriteError, StatusWriter
+from tgi_operator.kubeapi import KubeSession, StatusWriteError, StatusWriter
 from tgi_operator.models import TGIServiceStatus
 from tgi_operator.probe import ModelProbe
 from tgi_operator.reconcile import EARLIER_VERSION_MARK, Adapters, Event, ObjectRef, Outcome, reconcile
@@ -53,9 +53,14 @@ class Runtime:
     adapters: Adapters
     writer: StatusWriter | None = None
     scheduler: Scheduler
+    identity: str = ""  # this process as the Lease and Cloud Audit Logs name it (lifecycle.py)
 
 
 RUNTIME = Runtime()
+# Read at scrape time from whichever scheduler runs (kopf may run more than once in a process: lifecycle.py).
+metrics.watch_objects(metrics.ObjectsCollector(
+    lambda: [e.ref.status for e in list(RUNTIME.scheduler.entries.values())] if hasattr(RUNTIME, "scheduler") else [],
+    lambda: RUNTIME.scheduler.due_now() if hasattr(RUNTIME, "scheduler") else 0))
 
 
 def _login(settings: kopf.OperatorSettings, logger: logging.Logger | logging.LoggerAdapter[Any]) -> kopf.ConnectionInfo | None:
@@ -72,10 +77,10 @@ def authenticate(settings: kopf.OperatorSettings, logger: kopf.Logger, **_: Any)
     credentials = _login(settings, logger)
     if credentials is not None:
         if RUNTIME.writer is None:
-            RUNTIME.writer = StatusWriter(credentials, relogin=lambda: _login(settings, logger),
-                                          connections=CONFIG.max_concurrent_passes)
+            RUNTIME.writer = StatusWriter(KubeSession(credentials, relogin=lambda: _login(settings, logger),
+                                                      connections=CONFIG.max_concurrent_passes))
         else:
-            RUNTIME.writer.renew(credentials)
+            RUNTIME.writer.session.renew(credentials)
     return credentials
 
 
@@ -92,23 +97,17 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.posting.reporting_instance = os.environ.get("POD_NAME") or socket.gethostname()
     settings.posting.event_name_prefix = "tgi-operator-"
     logging.getLogger("kopf.objects").addFilter(QuietWatchLines())
+    user_agent = f"tgi-operator/{__version__} instance/{RUNTIME.identity or socket.gethostname()}"
     RUNTIME.adapters = Adapters(
-        services=CloudRunServices(services_client(CONFIG.cloud_run_endpoint), CONFIG.request_timeout_seconds),
-        accounts=ServiceAccounts(iam_client(CONFIG.cloud_run_endpoint), CONFIG.request_timeout_seconds),
+        services=CloudRunServices(services_client(CONFIG.cloud_run_endpoint, user_agent), CONFIG.request_timeout_seconds),
+        accounts=ServiceAccounts(iam_client(CONFIG.cloud_run_endpoint, user_agent), CONFIG.request_timeout_seconds),
         probe=ModelProbe(),
     )
     RUNTIME.scheduler = Scheduler(run_pass, CONFIG, CONFIG.max_concurrent_passes)
     metrics.MAX_WORKERS.labels(metrics.CONTROLLER).set(CONFIG.max_concurrent_passes)
-    metrics.watch_objects(metrics.ObjectsCollector(
-        lambda: [entry.ref.status for entry in list(RUNTIME.scheduler.entries.values())], RUNTIME.scheduler.due_now))
     target = CONFIG.cloud_run_endpoint or "Google Cloud (Application Default Credentials)"
     log.info("tgi-operator started: Cloud Run at %s, resync every %ss, model probe %s, %d passes at once",
              target, CONFIG.resync_seconds, "on" if CONFIG.model_probe else "off", CONFIG.max_concurrent_passes)
-
-
-@kopf.on.probe(id="cloud")
-def cloud_target(**_: Any) -> str:
-    return CONFIG.cloud_run_endpoint or "google"
 
 
 def _now() -> str:
@@ -279,21 +278,4 @@ async def close(**_: Any) -> None:
         await RUNTIME.adapters.accounts.close()
         await RUNTIME.adapters.probe.close()
     if RUNTIME.writer is not None:
-        await RUNTIME.writer.close()
-
-
-def run_operator(*, namespaces: list[str], all_namespaces: bool, liveness_port: int | None,
-                 liveness_host: str = "0.0.0.0", metrics_port: int | None = None,
-                 verbose: bool = False, json_logs: bool = False) -> None:
-    """Run kopf with these handlers until SIGINT/SIGTERM. Standalone: one operator replica, no peering."""
-    kopf.configure(verbose=verbose, log_format=kopf.LogFormat.JSON if json_logs else kopf.LogFormat.FULL)
-    logredact.install()  # after configure: it filters the handler configure just made
-    liveness = f"http://{liveness_host}:{liveness_port}/healthz" if liveness_port else None
-    if metrics_port:
-        metrics.serve(metrics_port, liveness_host)
-    kopf.run(
-        standalone=True,
-        clusterwide=all_namespaces,
-        namespaces=namespaces,
-        liveness_endpoint=liveness,
-    )
+        await RUNTIME.writer.session.close()

@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
-import grpc
 from google.api_core import exceptions as gexc
+from google.api_core.gapic_v1.client_info import ClientInfo
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import iam_admin_v1
 from google.cloud.iam_admin_v1.services.iam.transports import IAMGrpcAsyncIOTransport
 
-from tgi_operator.cloudrun import Absent, cloud_call
+from tgi_operator.cloudrun import Absent, cloud_call, insecure_channel
 
 
-def iam_client(endpoint: str | None) -> iam_admin_v1.IAMAsyncClient:
+def iam_client(endpoint: str | None, user_agent: str = "") -> iam_admin_v1.IAMAsyncClient:
+    client_info = ClientInfo(user_agent=user_agent or None)
     if not endpoint:
-        return iam_admin_v1.IAMAsyncClient()
-    transport = IAMGrpcAsyncIOTransport(channel=grpc.aio.insecure_channel(endpoint), credentials=AnonymousCredentials())
-    return iam_admin_v1.IAMAsyncClient(transport=transport)
+        return iam_admin_v1.IAMAsyncClient(client_info=client_info)
+    transport = IAMGrpcAsyncIOTransport(channel=insecure_channel(endpoint, user_agent), credentials=AnonymousCredentials())
+    return iam_admin_v1.IAMAsyncClient(transport=transport, client_info=client_info)
 
 
 class ServiceAccounts:

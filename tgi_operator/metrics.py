@@ -45,6 +45,11 @@ MAX_WORKERS = Gauge(
     "controller_runtime_max_concurrent_reconciles", "Maximum number of concurrent reconciles per controller.",
     ["controller"])
 
+# client-go's leader-election gauge (k8s.io/component-base/metrics/prometheus/clientgo/leaderelection), which
+# dashboards for Go operators chart: 1 while this process holds the Lease `name`.
+LEADER = Gauge("leader_election_master_status", "Whether this process holds the leader-election Lease (1) or not (0).",
+               ["name"])
+
 CLOUD_REQUESTS = Counter(
     "tgi_operator_cloud_requests_total", "Cloud Run and IAM requests by API, method and gRPC code.",
     ["api", "method", "code"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Annotated
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 CommaList = Annotated[list[str], NoDecode]  # "a,b" in the environment, not JSON
@@ -44,12 +44,32 @@ class Settings(BaseSettings):
         8, ge=1, le=256, description="Reconcile passes run at once; bounds the operator's Cloud Run, IAM and "
         "Kubernetes API requests in flight.")
 
+    namespace_selector: str = Field(
+        "", description="A label selector of namespaces: this operator (a shard) handles only TGIServices in the "
+        "namespaces it matches; empty handles all. Give each shard its own lease_name.")
+    lease_name: str = Field("tgi-operator", pattern=r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$",
+                            description="The coordination.k8s.io Lease the replicas elect a leader with (--leader-elect).")
+    lease_namespace: str | None = Field(
+        None, description="Namespace of the Lease; unset: the pod's own (POD_NAMESPACE, from the downward API).")
+    lease_duration_seconds: float = Field(15.0, gt=0, description="How long a standby waits for a silent leader.")
+    renew_deadline_seconds: float = Field(10.0, gt=0, description="How long a leader tries to renew before it stops.")
+    retry_period_seconds: float = Field(2.0, gt=0, description="How often the Lease is renewed or tried.")
+
     @field_validator("allowed_projects", "allowed_regions", "allowed_image_prefixes", "allowed_service_accounts", mode="before")
     @classmethod
     def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):
             return [item.strip() for item in value.split(",") if item.strip()]
         return value
+
+    @model_validator(mode="after")
+    def _lease_timing_in_order(self) -> Settings:
+        # A leader must stop before a standby may take over: client-go refuses the same misconfiguration.
+        if not self.retry_period_seconds < self.renew_deadline_seconds < self.lease_duration_seconds:
+            raise ValueError(f"leader election needs {ENV_PREFIX}RETRY_PERIOD_SECONDS < {ENV_PREFIX}RENEW_DEADLINE_SECONDS"
+                             f" < {ENV_PREFIX}LEASE_DURATION_SECONDS, got {self.retry_period_seconds:g}, "
+                             f"{self.renew_deadline_seconds:g}, {self.lease_duration_seconds:g}")
+        return self
 
 
 def startup_problem(environ: Mapping[str, str]) -> str | None:
@@ -66,6 +86,7 @@ def startup_problem(environ: Mapping[str, str]) -> str | None:
     try:
         Settings(**ours)  # type: ignore[arg-type]  # strings, parsed as the environment would be
     except ValidationError as exc:
-        what = "; ".join(f"{ENV_PREFIX}{'.'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors())
+        what = "; ".join(f"{ENV_PREFIX}{'.'.join(map(str, e['loc'])).upper()}: {e['msg']}" if e["loc"] else e["msg"]
+                         for e in exc.errors())
         return f"not starting: invalid settings: {what}"
     return None

@@ -95,6 +95,10 @@ class AdminApi:
     def reset_calls(self) -> None:
         self._call("DELETE", "/calls")
 
+    def audit(self) -> list[dict[str, Any]]:
+        """Every write (Create, Update, Delete, Set...) with its time, resource and caller's user agent."""
+        return self._call("GET", "/audit")["entries"]
+
     def fault(self, method: str, code: str, count: int | None = None, rate: float | None = None) -> Any:
         return self._call("POST", "/faults", {"method": method, "code": code, "count": count, "rate": rate}, expect=201)
 

@@ -148,6 +148,9 @@ def add_admin_routes(app: web.Application, emulator: Emulator) -> None:
         calls.reset()
         return web.json_response({"calls": {}})
 
+    async def get_audit(request: web.Request) -> web.Response:
+        return web.json_response({"entries": list(calls.audit)})
+
     async def get_faults(request: web.Request) -> web.Response:
         return web.json_response({"faults": [f.to_json() for f in calls.faults]})
 
@@ -307,6 +310,7 @@ def add_admin_routes(app: web.Application, emulator: Emulator) -> None:
     routes: list[tuple[str, str, Callable[[web.Request], Awaitable[web.Response]]]] = [
         ("GET", "/calls", get_calls),
         ("DELETE", "/calls", reset_calls),
+        ("GET", "/audit", get_audit),
         ("GET", "/faults", get_faults),
         ("POST", "/faults", add_fault),
         ("DELETE", "/faults", clear_faults),
