@@ -176,7 +176,11 @@ def test_an_invalid_setting_is_one_line_too() -> None:
         ("create", "tgiservices.tgi-operator.dev", "no"),
         ("update", "tgiservices.tgi-operator.dev", "no"),
         ("patch", "events", "no"),
-        ("list", "namespaces", "no"),  # kopf lists namespaces only for --namespace globs
+        ("list", "namespaces", "yes"),  # a shard lists and watches the namespaces its selector matches
+        ("watch", "namespaces", "yes"),
+        ("get", "namespaces", "no"),
+        ("update", "namespaces", "no"),
+        ("get", "leases.coordination.k8s.io", "no"),  # only in its own namespace (below)
         ("get", "secrets", "no"),
         ("list", "pods", "no"),
         ("create", "serviceaccounts", "no"),
@@ -186,6 +190,17 @@ def test_an_invalid_setting_is_one_line_too() -> None:
 def test_operator_rbac_is_least_privilege(cluster: KubeCluster, verb: str, resource: str, allowed: str) -> None:
     stack.install(cluster)
     assert can_i(cluster, verb, resource, "--all-namespaces", user=OPERATOR) == allowed
+
+
+@pytest.mark.parametrize(("verb", "namespace", "allowed"), [
+    ("get", stack.OPERATOR_NAMESPACE, "yes"), ("create", stack.OPERATOR_NAMESPACE, "yes"),
+    ("update", stack.OPERATOR_NAMESPACE, "yes"), ("delete", stack.OPERATOR_NAMESPACE, "no"),
+    ("list", stack.OPERATOR_NAMESPACE, "no"), ("get", "default", "no"), ("create", "default", "no"),
+])
+def test_the_operator_holds_a_lease_only_in_its_own_namespace(cluster: KubeCluster, verb: str, namespace: str,
+                                                              allowed: str) -> None:
+    stack.install(cluster)
+    assert can_i(cluster, verb, "leases.coordination.k8s.io", "-n", namespace, user=OPERATOR) == allowed
 
 
 EDITOR_VERBS = {"get", "list", "watch", "create", "update", "patch", "delete"}
