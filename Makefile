@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-unit testenv kstatus venv crd bench test-kind clean
+.PHONY: image lock demo test test-unit testenv kstatus actionlint helm venv crd bench test-kind clean
 
 # pyproject.toml requires Python >= 3.11: say so plainly, before pip fails with an obscure requires-python error.
 PY_OK := -c 'import sys; sys.exit(sys.version_info < (3, 11))'
@@ -19,10 +19,10 @@ $(STAMP): pyproject.toml
 	@$(BIN)/python $(PY_OK) || \
 	  { echo "$(PY_NEEDED) after rm -rf $(VENV) ($(VENV) has $(call py_version,$(BIN)/python))" >&2; exit 1; }
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test,demo]'
+	$(BIN)/pip install --quiet -e '.[dev,test,demo]'
 	touch $(STAMP)
 
-venv: $(STAMP)  ## .venv with the package and its test/demo extras
+venv: $(STAMP)  ## .venv with the package and its dev/test/demo extras
 
 testenv:  ## build (once) or find kube-apiserver and etcd; prints their folder
 	@bash hack/build-testenv.sh
@@ -30,11 +30,19 @@ testenv:  ## build (once) or find kube-apiserver and etcd; prints their folder
 kstatus:  ## build (once) or find the kstatus checker (sigs.k8s.io/cli-utils) the GitOps tests use; prints its path
 	@bash hack/build-kstatus.sh
 
+helm:  ## build (once) or find the helm CLI (helm.sh/helm/v3) the chart tests run; prints its path
+	@bash hack/build-helm.sh
+
+actionlint:  ## build (once) or find actionlint (rhysd/actionlint), which the tests run over .github/workflows; prints its path
+	@bash hack/build-actionlint.sh
+
 demo: venv testenv  ## the local demo: control plane + emulator + operator + the seed TGIService, end to end
 	$(BIN)/tgi-operator demo $(DEMO_ARGS)
 
-test: venv testenv kstatus  ## every test, against a real kube-apiserver + etcd, the Cloud Run emulator and cli-utils' kstatus
+test: venv testenv kstatus actionlint helm  ## every test, against a real kube-apiserver + etcd, the Cloud Run emulator and cli-utils' kstatus
 	KUBEBUILDER_ASSETS="$$(bash hack/build-testenv.sh)" TGI_KSTATUS_BIN="$$(bash hack/build-kstatus.sh)" \
+	  TGI_HELM_BIN="$$(bash hack/build-helm.sh)" \
+	  TGI_ACTIONLINT_BIN="$$(bash hack/build-actionlint.sh)" \
 	  $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-unit: venv  ## pure-function tests only (no control plane)
@@ -43,14 +51,23 @@ test-unit: venv  ## pure-function tests only (no control plane)
 bench: venv testenv  ## N=100,300,1000 TGIServices: ramp vs a floor, steady-state calls, CPU, RSS (BENCH_ARGS="--objects 20,50")
 	KUBEBUILDER_ASSETS="$$(bash hack/build-testenv.sh)" $(BIN)/python benchmarks/scale.py $(BENCH_ARGS)
 
-crd: venv  ## regenerate the committed CRD from the pydantic models
+crd: venv  ## regenerate the committed CRD from the pydantic models (and the Helm chart's copy of the API)
 	$(BIN)/tgi-operator crd --output crds/tgiservices.tgi-operator.dev.yaml
+	cp crds/tgiservices.tgi-operator.dev.yaml manifests/crd/delete-protection.yaml charts/tgi-operator/crds/
 
 KIND_CLUSTER ?= tgi-operator-test
 test-kind: venv  ## the same suite against a kind cluster (needs Docker and kind)
 	kind create cluster --name $(KIND_CLUSTER) --config hack/kind.yaml --kubeconfig $(VENV)/kind.kubeconfig
 	TGI_TEST_KUBECONFIG=$(CURDIR)/$(VENV)/kind.kubeconfig $(BIN)/python -m pytest $(PYTEST_ARGS); \
 	  status=$$?; kind delete cluster --name $(KIND_CLUSTER); exit $$status
+
+IMAGE ?= ghcr.io/tgi-operator/tgi-operator:dev
+PLATFORMS ?=
+image:  ## the operator image (docker buildx), loaded locally; multi-arch: PLATFORMS=linux/amd64,linux/arm64 IMAGE_ARGS=--push IMAGE=...
+	docker buildx build $(if $(PLATFORMS),--platform $(PLATFORMS),--load) --tag $(IMAGE) $(IMAGE_ARGS) .
+
+lock:  ## regenerate requirements/image.lock (the image's pinned, hashed runtime dependencies) from pyproject.toml
+	bash hack/lock.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis .dev-cluster

@@ -83,11 +83,13 @@ class OperatorProcess:
 def start_operator(
     kubeconfig: Path, env: dict[str, str], log_file: Path, timeout: float = 60.0, detach: bool = False,
     extra_args: tuple[str, ...] = (), verbose: bool = True,
+    program: tuple[str, ...] = (sys.executable, "-m", "tgi_operator.cli"),
 ) -> OperatorProcess:
     """`tgi-operator run --all-namespaces` with `env` (TGI_OPERATOR_*, GCE_METADATA_*); ready when /healthz answers.
-    `detach`: a session of its own, so it outlives the caller (and the caller's Ctrl-C)."""
+    `detach`: a session of its own, so it outlives the caller (and the caller's Ctrl-C). `program`: the command that
+    is `tgi-operator` (e.g. an installed one, run as another user)."""
     port, metrics_port = free_ports(2)
-    command = [sys.executable, "-m", "tgi_operator.cli", "run", "--all-namespaces", f"--liveness-port={port}",
+    command = [*program, "run", "--all-namespaces", f"--liveness-port={port}",
                "--liveness-host=127.0.0.1", f"--metrics-port={metrics_port}", *(["--verbose"] if verbose else []),
                *extra_args]
     full_env = {**os.environ, **env, "KUBECONFIG": str(kubeconfig), "PYTHONUNBUFFERED": "1"}
