@@ -76,6 +76,19 @@ def assess(
     return Assessment(True, False, False, "Ready", f"serving revision {short_revision(service.latest_ready_revision)}")
 
 
+def waiting(reason: str, message: str) -> Assessment:
+    """On its way, held back by something outside the spec that is expected to pass (Reconciling, not Stalled)."""
+    return _progress(reason, message)
+
+
+def with_note(assessment: Assessment, note: str | None) -> Assessment:
+    """The same state, its message followed by what the reader should also know (e.g. what was not checked)."""
+    if not note or assessment.stalled:
+        return assessment
+    return Assessment(assessment.ready, assessment.reconciling, assessment.stalled, assessment.reason,
+                      f"{assessment.message}; {note}")
+
+
 def short_revision(revision: str) -> str:
     """`projects/.../revisions/svc-00001-abc` ► `svc-00001-abc`."""
     return revision.rsplit("/", 1)[-1]

@@ -50,6 +50,8 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
     {"name": "URL", "type": "string", "jsonPath": ".status.url", "description": "Service URL."},
     {"name": "Model", "type": "string", "jsonPath": ".spec.model.id", "description": "Hugging Face model id."},
     {"name": "GPU", "type": "string", "jsonPath": ".spec.resources.gpu.type", "description": "GPU type."},
+    {"name": "Max-$/h", "type": "string", "jsonPath": ".status.cost.maximumHourly",
+     "description": "Estimated cost per hour with maxInstances instances (status.cost, in its currency)."},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
 ]
 

@@ -198,6 +198,12 @@ def run(state_dir: Path, keep: bool, timeout: float = 180.0) -> None:
         console.print(kube.kubectl("get", "tgis", "-n", NAMESPACE).stdout.rstrip())
         console.print(f"\n[bold green]Ready[/bold green]  URL: [bold]{status['url']}[/bold]")
         console.print(f"model: {status.get('model')}")
+        preflight, cost = status.get("preflight") or {}, status.get("cost") or {}
+        console.print(f"model preflight (before anything was deployed): {preflight.get('result')}: "
+                      f"{preflight.get('message')}", markup=False)
+        console.print(f"estimated cost: {cost.get('instanceHourly')} {cost.get('currency')} per instance-hour, "
+                      f"{cost.get('minimumHourly')} while idle, {cost.get('maximumHourly')} at most ({cost.get('basis')})",
+                      markup=False)
         console.print(f"invoker service account: {status['invokerServiceAccount']}")
         console.print("\ncalling POST /v1/chat/completions with the openai client, as the invoker service account:")
         answer = _call_as_invoker(ready["http"], status["url"], status["invokerServiceAccount"])

@@ -31,7 +31,7 @@ class GpuType:
     cpu_choices: tuple[int, ...]  # the whole vCPU counts an instance with this GPU may have
     min_memory_gib: int
     max_memory_gib: int
-    vram_gib: int  # GPU memory, for the reader (and model-fit estimates)
+    vram_gib: int  # GPU memory as NVIDIA states it, in GB: gpu_memory.py reads it as 10^9 bytes (the stricter reading)
     launch_stage: str  # "GA", or "BETA" for a preview GPU: the service must say launch_stage BETA (or ALPHA)
     max_count: int = 1  # Cloud Run attaches exactly one GPU per instance
     image_note: str = ""  # what the container image needs on this GPU

@@ -59,6 +59,32 @@ CLOUD_REQUEST_SECONDS = Histogram(
 )
 
 
+ESTIMATED_HOURLY_COST = Gauge(
+    "tgi_operator_estimated_hourly_cost_usd",
+    "Estimated Cloud Run cost per hour of each TGIService (status.cost): bound is instance (one), min (minInstances, "
+    "idle) or max (maxInstances).", ["namespace", "name", "bound"])
+COST_BOUNDS = {"instance": "instance_hourly", "min": "minimum_hourly", "max": "maximum_hourly"}
+
+
+def record_cost(namespace: str, name: str, cost: Any) -> None:
+    """Export an object's status.cost (a CostStatus, or None: no estimate)."""
+    for bound, field in COST_BOUNDS.items():
+        amount = getattr(cost, field, None) if cost is not None and cost.currency == "USD" else None
+        if amount is None:
+            forget_cost(namespace, name, bound)
+        else:
+            ESTIMATED_HOURLY_COST.labels(namespace, name, bound).set(float(amount))
+
+
+def forget_cost(namespace: str, name: str, *bounds: str) -> None:
+    """Stop exporting an object's cost (it is gone)."""
+    for bound in bounds or COST_BOUNDS:
+        try:
+            ESTIMATED_HOURLY_COST.remove(namespace, name, bound)
+        except KeyError:
+            pass
+
+
 def observe_cloud_call(api: str, method: str, code: str, started: float) -> None:
     CLOUD_REQUESTS.labels(api, method, code).inc()
     CLOUD_REQUEST_SECONDS.labels(api, method).observe(time.monotonic() - started)

@@ -815,6 +815,42 @@ class ModelStatus(_Status):
     ] = None
 
 
+class PreflightStatus(_Status):
+    """What the model preflight found on the Hugging Face Hub before anything was deployed."""
+
+    result: Annotated[
+        str,
+        Field(description="Passed (the model runs on this GPU), Partial (nothing found that stops it; the message says "
+              "what could not be checked), Failed (the Stalled condition says what to change) or Skipped (the Hub could "
+              "not be asked)."),
+    ]
+    generation: Annotated[int | None, Field(description="metadata.generation the model was checked for.")] = None
+    revision: Annotated[str | None, Field(description="Hub commit that was checked.")] = None
+    required_gpu_memory: Annotated[
+        str | None,
+        Field(description="GPU memory TGI needs for the weights, the overhead and one request of maxTotalTokens "
+              "(a quantity, e.g. 7.3Gi)."),
+    ] = None
+    gpu_memory: Annotated[str | None, Field(description="Memory of the GPU type (a quantity).")] = None
+    full_length_requests: Annotated[
+        int | None,
+        Field(description="Requests of maxTotalTokens tokens the KV cache holds at once (more wait in TGI's queue)."),
+    ] = None
+    message: Annotated[str | None, Field(max_length=32768, description="The estimate, with its figures.")] = None
+
+
+class CostStatus(_Status):
+    """Estimated hourly cost on Cloud Run (list prices of the operator's pricing table; instance-based billing)."""
+
+    currency: Annotated[str | None, Field(description="Currency of the amounts, e.g. USD.")] = None
+    instance_hourly: Annotated[str | None, Field(description="One instance, per hour.")] = None
+    minimum_hourly: Annotated[
+        str | None, Field(description="minInstances, per hour: what the service costs while idle.")
+    ] = None
+    maximum_hourly: Annotated[str | None, Field(description="maxInstances, per hour: the most it can cost.")] = None
+    basis: Annotated[str | None, Field(description="Which prices: tier, region, source and the date they were read.")] = None
+
+
 class TGIServiceStatus(_Status):
     """Observed state, written by the operator."""
 
@@ -834,6 +870,10 @@ class TGIServiceStatus(_Status):
         Field(description="Email of the invoker service account the operator created (access.createInvokerServiceAccount)."),
     ] = None
     model: Annotated[ModelStatus | None, Field(description="What the running TGI reports (/info).")] = None
+    preflight: Annotated[
+        PreflightStatus | None, Field(description="The model checked on the Hugging Face Hub before deploying.")
+    ] = None
+    cost: Annotated[CostStatus | None, Field(description="Estimated hourly cost of the service on Cloud Run.")] = None
     conditions: Annotated[
         list[Condition],
         Field(
@@ -933,6 +973,7 @@ __all__ = [
     "AccessSpec",
     "Condition",
     "ConditionStatus",
+    "CostStatus",
     "DeletionPolicy",
     "Dtype",
     "EnvVar",
@@ -941,6 +982,7 @@ __all__ = [
     "ModelSpec",
     "ModelStatus",
     "ObjectMeta",
+    "PreflightStatus",
     "Quantize",
     "ResourcesSpec",
     "ScalingSpec",

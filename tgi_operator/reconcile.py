@@ -8,7 +8,7 @@ ones become a Stalled status with the cloud's own message.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -16,15 +16,19 @@ from google.cloud import run_v2
 from pydantic import ValidationError
 
 from tgi_operator import conditions as cond
+from tgi_operator import metrics
 from tgi_operator.access import Access, apply_invokers, refused_problem
 from tgi_operator.cloudrun import CloudRunServices
 from tgi_operator.conditions import short_revision
+from tgi_operator.cost import PricingError, cost_status, hourly_cost, load_pricing
 from tgi_operator.desired import desired_service, parsed_spec, spec_key
 from tgi_operator.diff import claimed, diff, merge_for_update, with_annotation
 from tgi_operator.errors import PermanentCloudError, Stall, TransientCloudError
+from tgi_operator.hub import ModelHub
 from tgi_operator.iam import ServiceAccounts
 from tgi_operator.invokers import invoker_members_of, parse_members
-from tgi_operator.models import Condition, ModelStatus, TGIServiceSpec, TGIServiceStatus, describe_errors
+from tgi_operator.model_check import check_model
+from tgi_operator.models import Condition, CostStatus, ModelStatus, TGIServiceSpec, TGIServiceStatus, describe_errors
 from tgi_operator.probe import ModelProbe, ProbeResult
 from tgi_operator.naming import is_owned_by, legacy_service_id
 from tgi_operator.ownership import ADOPT_ANNOTATION, OWNER_UID_ANNOTATION, Claim, claim
@@ -43,6 +47,7 @@ class Adapters:
     services: CloudRunServices
     accounts: ServiceAccounts
     probe: ModelProbe
+    hub: ModelHub = field(default_factory=ModelHub)  # the model preflight's Hugging Face Hub
 
 
 @dataclass(frozen=True)
@@ -61,6 +66,11 @@ class ObjectRef:
     status: Mapping[str, Any]
     annotations: Mapping[str, str] = field(default_factory=dict)
     uid: str = ""  # metadata.uid: written on the services this object creates (ownership.py)
+
+
+RecordIntent = Callable[[TGIServiceStatus], Awaitable[bool]]  # True: the status is stored
+INTENT_NOT_RECORDED = TransientCloudError(
+    "INTENT_NOT_RECORDED", "the status naming the service could not be written before creating it; trying again")
 
 
 @dataclass
@@ -135,6 +145,21 @@ def explain(exc: PermanentCloudError, runtime_identity: str | None) -> cond.Prob
     return cond.Problem(exc.reason, f"Cloud Run: {exc.message}")
 
 
+def estimated_cost(spec: TGIServiceSpec, settings: Settings) -> CostStatus | None:
+    """status.cost; None when the pricing file cannot be read (said once in the log)."""
+    try:
+        pricing = load_pricing(settings.pricing_file)
+    except PricingError as exc:
+        if str(exc) not in _PRICING_PROBLEMS:
+            _PRICING_PROBLEMS.add(str(exc))
+            log.error("no cost estimates: %s", exc)
+        return None
+    return cost_status(hourly_cost(spec, spec.region, pricing), spec, pricing)
+
+
+_PRICING_PROBLEMS: set[str] = set()
+
+
 def resolve_target(obj: ObjectRef, spec: TGIServiceSpec, settings: Settings, recorded: str | None = None) -> Target:
     try:
         return target(obj.namespace, obj.name, spec, settings.default_project, recorded)
@@ -146,11 +171,22 @@ def resolve_target(obj: ObjectRef, spec: TGIServiceSpec, settings: Settings, rec
 
 
 async def reconcile(
-    obj: ObjectRef, adapters: Adapters, settings: Settings, *, now: str, redeploy_failed: bool = False
+    obj: ObjectRef, adapters: Adapters, settings: Settings, *, now: str, redeploy_failed: bool = False,
+    record_intent: RecordIntent | None = None,
 ) -> Outcome:
     """One pass. `redeploy_failed`: a failed revision of an unchanged spec is deployed again (the handler
     decides when, with backoff), so that e.g. raised GPU quota is picked up without a touch.
+    `record_intent`: writes the status that names the service before it is created, and the pass goes on to create
+    it (without it, the pass ends there and asks for the next one at once).
     Transient cloud errors do not raise: they come back in `Outcome.transient`, with the status to record."""
+    outcome = await _pass(obj, adapters, settings, now=now, redeploy_failed=redeploy_failed,
+                          record_intent=record_intent)
+    metrics.record_cost(obj.namespace, obj.name, outcome.status.cost)
+    return outcome
+
+
+async def _pass(obj: ObjectRef, adapters: Adapters, settings: Settings, *, now: str, redeploy_failed: bool,
+                record_intent: RecordIntent | None) -> Outcome:
     previous = TGIServiceStatus.lenient(obj.status)  # a broken status is observed afresh, field by field
     recorded = recorded_target(obj.namespace, obj.name, previous.service_name)
     previous.service_name = recorded.name if recorded else None
@@ -158,9 +194,10 @@ async def reconcile(
     status.observed_generation = obj.generation
     events: list[Event] = []
     wrote, service, probe, suspended, problem, refused_public = False, None, None, False, None, False
-    access, runtime_identity = Access(), None
+    access, runtime_identity, note = Access(), None, None
     try:
         spec = checked_spec(obj)
+        status.cost = estimated_cost(spec, settings)
         runtime_identity = spec.service_account or "the default compute service account"
         if previous.service_name is None and (project := spec.project or settings.default_project):
             first = await first_version_service(obj, project, spec.region, adapters.services, settings)
@@ -172,6 +209,16 @@ async def reconcile(
         if public_refused(spec, settings):  # deploy it private (and revoke allUsers if it was public before)
             spec = spec.model_copy(update={"access": spec.access.model_copy(update={"public": False})})
             refused_public = True
+        # Before any Cloud Run call: a model that cannot run stops here, without spending a GPU cold start.
+        verdict = await check_model(spec, obj.generation, previous.preflight, adapters.hub, settings)
+        status.preflight = verdict.status(obj.generation) if verdict else None
+        if verdict and verdict.problem:
+            raise Stall(verdict.problem.reason, verdict.problem.message)
+        if verdict and verdict.wait:
+            assessment = cond.waiting("WaitingForHub", verdict.message)
+            status.conditions = cond.conditions(assessment, obj.generation, previous.conditions, now)
+            return Outcome(status, assessment, events)
+        note = verdict.note if verdict else None
         desired, wanted = desired_service(obj.namespace, obj.name, obj.uid, spec_key(obj.spec), where,
                                           settings.cluster_name, refused_public)
         observed, adopting = await _observe(obj, where, adapters.services, settings, previous.service_name)
@@ -181,7 +228,11 @@ async def reconcile(
             status.service_name = where.name
             assessment = cond.assess(None)
             status.conditions = cond.conditions(assessment, obj.generation, previous.conditions, now)
-            return Outcome(status, assessment, events, again=True)
+            if record_intent is None:
+                return Outcome(status, assessment, events, again=True)
+            if not await record_intent(status):
+                return Outcome(status, None, events, transient=INTENT_NOT_RECORDED)
+            previous = status.model_copy(deep=True)  # what is stored now: the rest of the pass builds on it
         status.service_name = where.name
         if observed is None:
             await _create(where, desired, adapters.services)
@@ -217,6 +268,7 @@ async def reconcile(
         assessment = cond.assess(service, problem=PUBLIC_REFUSED if refused_public else cond.Problem(*refused_problem(access.refused)))
     if assessment.reason == "RevisionFailed":
         assessment = _with_redeploy_plan(assessment, service, settings)
+    assessment = cond.with_note(assessment, note)
     if service is not None:
         status.url = service.uri or None
         status.latest_ready_revision = short_revision(service.latest_ready_revision) or None

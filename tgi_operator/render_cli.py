@@ -2,7 +2,9 @@
 
 stdout is YAML only (pipeable): per TGIService, the Cloud Run service (camelCase, as the REST API and
 `gcloud run services describe --format=yaml` spell it) and the invoker IAM bindings plus any service account
-the operator would create. Notes and the `--validate` verdict go to stderr; any problem exits 1.
+the operator would create. Notes, the cost estimate (what status.cost will say), the `--preflight` verdict (the
+model checked on the Hugging Face Hub, as the operator does before deploying) and the `--validate` verdict go to
+stderr; any problem exits 1.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from google.cloud import run_v2
 from pydantic import ValidationError
 
 from tgi_operator import API_GROUP, KIND
+from tgi_operator.cost import PricingError, cents, cost_status, hourly_cost, load_pricing
 from tgi_operator.diff import copy
 from tgi_operator.models import TGIServiceSpec, describe_errors, parse_spec
 from tgi_operator.naming import invoker_account_id, service_id
@@ -184,6 +187,49 @@ async def validate(rendered: list[Rendered], endpoint: str | None, timeout: floa
     return problems
 
 
+# ---------------------------------------------------------------------------------------------- cost, preflight
+
+
+def cost_note(item: Rendered, settings: Settings) -> str:
+    """What status.cost will say, as one line."""
+    title = f"cost: {item.namespace}/{item.name}"
+    try:
+        pricing = load_pricing(settings.pricing_file)
+    except PricingError as exc:
+        return f"{title}: no estimate: {exc}"
+    cost = hourly_cost(item.spec, item.spec.region, pricing)
+    if cost is None:
+        return f"{title}: no estimate: {cost_status(None, item.spec, pricing).basis}"
+    scaling = item.spec.scaling
+    low, high = ("suspended", "suspended") if item.spec.suspend else \
+        (f"minInstances {scaling.min_instances}", f"maxInstances {scaling.max_instances}")
+    return (f"{title}: {cents(cost.instance)} {cost.currency} per instance-hour; {cents(cost.minimum)} an hour while "
+            f"idle ({low}), {cents(cost.maximum)} at most ({high}). {cost.basis}")
+
+
+async def preflight(rendered: list[Rendered], settings: Settings) -> list[str]:
+    """Check each model on the Hub as the operator would before deploying; one problem line per model it would stop
+    (or could not check)."""
+    from tgi_operator.hub import ModelHub
+    from tgi_operator.model_check import check_model
+    from tgi_operator.preflight import SKIPPED
+
+    hub, asking = ModelHub(), settings.model_copy(update={"preflight": "best-effort"})
+    problems = []
+    for item in rendered:
+        title = f"{item.namespace}/{item.name} ({item.spec.model.id})"
+        verdict = await check_model(item.spec, 0, None, hub, asking)
+        assert verdict is not None  # preflight is on
+        if verdict.problem:
+            problems.append(f"{title}: the operator would stall it before deploying ({verdict.problem.reason}): "
+                            f"{verdict.problem.message}")
+        elif verdict.result == SKIPPED:
+            problems.append(f"{title}: the model was not checked: {verdict.message}")
+        else:
+            print(f"preflight: {title}: {verdict.result}: {verdict.message}", file=sys.stderr)
+    return problems
+
+
 # ---------------------------------------------------------------------------------------------- command
 
 
@@ -201,6 +247,12 @@ def render(
         bool,
         typer.Option("--validate", help="Also ask the Cloud Run API to check each service (validate_only; nothing is "
                                         "created). Uses TGI_OPERATOR_CLOUD_RUN_ENDPOINT, else Google with ADC."),
+    ] = False,
+    preflight_: Annotated[
+        bool,
+        typer.Option("--preflight", help="Also check each model on the Hugging Face Hub as the operator does before "
+                                         "deploying (exists, gated, fits the GPU, tokens within its context). Uses "
+                                         "TGI_OPERATOR_HF_ENDPOINT, else HF_ENDPOINT, else https://huggingface.co."),
     ] = False,
 ) -> None:
     """Print the Cloud Run service and IAM bindings the operator would create for TGIServices (no cluster needed)."""
@@ -237,10 +289,14 @@ def render(
         _fail(problems)
     sys.stdout.write(to_yaml(rendered))
     sys.stdout.flush()
+    for item in rendered:
+        print(cost_note(item, settings), file=sys.stderr)
+    if preflight_:
+        problems += asyncio.run(preflight(rendered, settings))
     if validate_:
-        problems = asyncio.run(validate(rendered, settings.cloud_run_endpoint, settings.request_timeout_seconds))
-        if problems:
-            _fail(problems)
+        problems += asyncio.run(validate(rendered, settings.cloud_run_endpoint, settings.request_timeout_seconds))
+    if problems:
+        _fail(problems)
 
 
 def _fail(problems: list[str]) -> None:

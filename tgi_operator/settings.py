@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -37,6 +37,16 @@ class Settings(BaseSettings):
     max_redeploys: int = Field(5, ge=0, description="How often a failed revision of an unchanged spec is deployed again.")
     resync_seconds: float = Field(300.0, gt=0, description="How often every service is re-read to correct drift.")
     model_probe: bool = Field(True, description="Ready also requires the model to answer an authenticated GET /health.")
+    preflight: Literal["off", "best-effort", "required"] = Field(
+        "best-effort", description="Model preflight on the Hugging Face Hub before deploying: off (clusters without "
+        "egress), best-effort (a Hub that cannot be reached does not stop a deployment) or required (it does).")
+    hf_endpoint: str | None = Field(
+        None, description="Base URL of the Hugging Face Hub the preflight asks (the emulator's in tests and the demo). "
+        "Unset: HF_ENDPOINT, else https://huggingface.co.")
+    hf_timeout_seconds: float = Field(10.0, gt=0, description="Deadline of one Hugging Face Hub request.")
+    pricing_file: str | None = Field(
+        None, description="YAML pricing table for the cost estimate in status.cost (the shape of "
+        "tgi_operator/data/pricing.yaml). Unset: Cloud Run list prices shipped with the operator.")
     poll_initial_seconds: float = Field(2.0, gt=0, description="First delay when polling a reconciling service.")
     poll_max_seconds: float = Field(30.0, gt=0, description="Longest delay between polls of a reconciling service.")
     request_timeout_seconds: float = Field(30.0, gt=0, description="Deadline of one Cloud Run / IAM call.")

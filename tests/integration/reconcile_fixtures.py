@@ -18,7 +18,9 @@ from tgi_operator.settings import Settings
 
 __all__ = ["NOW", "SETTINGS", "SPEC", "UID", "adapters", "conditions", "finalize_until_gone", "ref", "run", "settle"]
 SPEC = {"region": "us-central1", "model": {"id": "org/model"}, "access": {"invokers": ["group:ml@example.com"]}}
-SETTINGS = Settings(default_project=PROJECT, model_probe=False)
+# Model preflight off: these passes drive Cloud Run's answers for a made-up model (org/model); the preflight has
+# passes of its own against the emulator's Hub stand-in (test_preflight_passes.py).
+SETTINGS = Settings(default_project=PROJECT, model_probe=False, preflight="off")
 NOW = "2026-01-01T00:00:00Z"
 
 

@@ -242,12 +242,13 @@ def test_kubectl_get_shows_the_printer_columns(cluster: KubeCluster, crd_install
         {"status": {"url": url, "observedGeneration": 1, "conditions": [
             {"type": "Ready", "status": "True", "reason": "ServiceReady", "message": "serving",
              "lastTransitionTime": "2026-01-01T00:00:00Z", "observedGeneration": 1},
-            {"type": "Stalled", "status": "False", "reason": "ServiceReady"}]}},
+            {"type": "Stalled", "status": "False", "reason": "ServiceReady"}],
+            "cost": {"currency": "USD", "instanceHourly": "1.42", "minimumHourly": "0.00", "maximumHourly": "4.26"}}},
     )
     lines = cluster.kubectl("get", "tgis", "-n", namespace).stdout.splitlines()
-    assert lines[0].split() == ["NAME", "READY", "REASON", "URL", "MODEL", "GPU", "AGE"]
-    assert lines[1].split()[:6] == ["llama-3-1-8b-awq", "True", "ServiceReady", url,
-                                    "hugging-quants/Meta-Llama-3.1-8B-Instruct-AWQ-INT4", "nvidia-l4"]
+    assert lines[0].split() == ["NAME", "READY", "REASON", "URL", "MODEL", "GPU", "MAX-$/H", "AGE"]
+    assert lines[1].split()[:7] == ["llama-3-1-8b-awq", "True", "ServiceReady", url,
+                                    "hugging-quants/Meta-Llama-3.1-8B-Instruct-AWQ-INT4", "nvidia-l4", "4.26"]
     # The category finds it too.
     assert "llama-3-1-8b-awq" in cluster.kubectl("get", "tgi", "-n", namespace).stdout
 

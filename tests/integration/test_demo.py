@@ -29,6 +29,11 @@ def test_demo_runs_end_to_end_and_tears_down(tmp_path: Path) -> None:
     out = result.stdout
     assert "Ready  URL: http://127.0.0.1:" in out
     assert "completion: Emulated reply from hugging-quants/Meta-Llama-3.1-8B-Instruct-AWQ-INT4" in out
+    # The model was checked on the emulator's Hub stand-in before anything was deployed, and its cost is estimated.
+    assert "model preflight (before anything was deployed): Passed: hugging-quants/Meta-Llama-3.1-8B-Instruct-AWQ-INT4" \
+        " at 679e824e119a fits an nvidia-l4 (24 GB)" in out
+    assert "estimated cost: 1.42 USD per instance-hour, 0.00 while idle, 4.26 at most" in out
+    assert "MAX-$/H" in out and " 4.26 " in out  # kubectl get shows the most it can cost
     assert "Deploying" in out  # the conditions were shown as they changed
     assert "torn down" in out and not state.exists()
 

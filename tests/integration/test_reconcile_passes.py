@@ -11,7 +11,6 @@ from reconcile_fixtures import NOW, SETTINGS, SPEC, adapters, conditions, finali
 from tgi_operator.errors import PermanentCloudError, TransientCloudError
 from tgi_operator.finalize import finalize
 from tgi_operator.reconcile import Adapters, ObjectRef, reconcile
-from tgi_operator.settings import Settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
@@ -129,7 +128,7 @@ async def test_deleting_an_object_whose_spec_no_longer_validates_still_removes_i
 
 async def test_a_refused_public_service_is_deployed_private_and_loses_all_users(adapters: Adapters) -> None:
     public = {**SPEC, "access": {"public": True}}
-    allowed = Settings(default_project=PROJECT, model_probe=False, allow_public_services=True)
+    allowed = SETTINGS.model_copy(update={"allow_public_services": True})
     status = (await run(adapters, {}, 1, public, allowed)).status.to_k8s()
     policy = await adapters.services.get_iam_policy(status["serviceName"])
     assert "allUsers" in {m for b in policy.bindings for m in b.members}
@@ -145,7 +144,7 @@ async def test_a_refused_public_service_is_deployed_private_and_loses_all_users(
 async def test_redeploys_stop_after_the_limit(adapters: Adapters, admin: AdminApi) -> None:
     status = await settle(adapters, {})
     service_id = status["serviceName"].rsplit("/", 1)[1]
-    limited = Settings(default_project=PROJECT, model_probe=False, max_redeploys=1)
+    limited = SETTINGS.model_copy(update={"max_redeploys": 1})
     changed = {**SPEC, "scaling": {"concurrency": 8}}
     admin.fail_next_revision(service_id, "container failed to start")
     stalled = await settle(adapters, status, 2, changed)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -91,3 +92,47 @@ def test_an_existing_service_is_checked_as_the_update_that_would_replace_it(
     assert (after.generation, after.etag, after.template.scaling.max_instance_count) == (before.generation, before.etag, 1)
     calls = AdminApi(emulator_process.http_url).calls()
     assert calls["google.cloud.run.v2.Services/UpdateService"] == {"OK": 1}
+
+
+# -- --preflight: the model checked on the Hub (the emulator's stand-in), as the operator would ---------------------
+
+
+TOO_LARGE = """apiVersion: tgi-operator.dev/v1alpha1
+kind: TGIService
+metadata: {name: big}
+spec:
+  region: us-central1
+  model: {id: hugging-quants/Meta-Llama-3.1-70B-Instruct-AWQ-INT4}
+"""
+
+
+def render_preflight(hub: str, *args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TGI_OPERATOR_")}
+    env["TGI_OPERATOR_HF_ENDPOINT"] = hub
+    return subprocess.run([sys.executable, "-m", "tgi_operator.cli", "render", "--preflight", *args],
+                          capture_output=True, text=True, env=env, timeout=60, input=input)
+
+
+def test_preflight_passes_the_seed_and_stops_a_model_too_large_for_an_l4(emulator_process: EmulatorProcess) -> None:  # noqa: F811
+    result = render_preflight(emulator_process.http_url, "-f", "-", "--project", PROJECT,
+                              input=SEED.read_text() + "\n---\n" + TOO_LARGE)
+    assert result.returncode == 1, result.stderr
+    assert len(list(yaml.safe_load_all(result.stdout))) == 4  # both are rendered all the same
+    assert ("preflight: default/llama-3-1-8b-awq (hugging-quants/Meta-Llama-3.1-8B-Instruct-AWQ-INT4): Passed: "
+            "hugging-quants/Meta-Llama-3.1-8B-Instruct-AWQ-INT4 at 679e824e119a fits an nvidia-l4 (24 GB)") in result.stderr
+    assert ("error: default/big (hugging-quants/Meta-Llama-3.1-70B-Instruct-AWQ-INT4): the operator would stall it "
+            "before deploying (ModelDoesNotFit)") in result.stderr
+    assert "What would fit: spec.resources.gpu.type: nvidia-rtx-pro-6000 (96 GB)" in result.stderr
+    assert "cost: default/big: 1.42 USD per instance-hour" in result.stderr
+    asked = AdminApi(emulator_process.http_url)._call("GET", "/hub/requests")["requests"]
+    assert {r["path"] for r in asked} >= {"/api/models/hugging-quants/Meta-Llama-3.1-70B-Instruct-AWQ-INT4"}
+
+
+def test_preflight_with_no_hub_exits_1_saying_the_model_was_not_checked() -> None:
+    with socket.socket() as unused:  # a port nothing listens on
+        unused.bind(("127.0.0.1", 0))
+        nowhere = f"http://127.0.0.1:{unused.getsockname()[1]}"
+    result = render_preflight(nowhere, "-f", str(SEED), "--project", PROJECT)
+    assert result.returncode == 1
+    assert ("error: default/llama-3-1-8b-awq (hugging-quants/Meta-Llama-3.1-8B-Instruct-AWQ-INT4): the model was not "
+            "checked: the Hugging Face Hub could not be asked (ConnectError") in result.stderr

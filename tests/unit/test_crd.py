@@ -53,11 +53,12 @@ def test_names() -> None:
 
 def test_printer_columns() -> None:
     columns = {c["name"]: c["jsonPath"] for c in VERSION["additionalPrinterColumns"]}
-    assert list(columns) == ["Ready", "Reason", "URL", "Model", "GPU", "Age"]
+    assert list(columns) == ["Ready", "Reason", "URL", "Model", "GPU", "Max-$/h", "Age"]
     assert columns["Ready"] == '.status.conditions[?(@.type=="Ready")].status'
     assert columns["Reason"] == '.status.conditions[?(@.type=="Ready")].reason'
     assert columns["Model"] == ".spec.model.id"
     assert columns["GPU"] == ".spec.resources.gpu.type"
+    assert columns["Max-$/h"] == ".status.cost.maximumHourly"  # the estimate at maxInstances
 
 
 def test_schema_is_structural() -> None:

@@ -36,3 +36,25 @@ def test_the_result_label_is_controller_runtimes() -> None:
     assert _result(outcome()) == "requeue_after"  # deploying: checked again after a delay
     assert _result(outcome(again=True)) == "requeue"
     assert _result(Outcome(TGIServiceStatus(), None, transient=TransientCloudError("UNAVAILABLE", "x"))) == "error"
+
+
+def test_each_objects_estimated_cost_is_exported_until_it_is_gone() -> None:
+    from prometheus_client import REGISTRY
+
+    from tgi_operator.metrics import forget_cost, record_cost
+    from tgi_operator.models import CostStatus
+
+    def sample(bound: str) -> float | None:
+        return REGISTRY.get_sample_value("tgi_operator_estimated_hourly_cost_usd",
+                                         {"namespace": "team-m", "name": "llama", "bound": bound})
+
+    record_cost("team-m", "llama", CostStatus(currency="USD", instance_hourly="1.42", minimum_hourly="0.00",
+                                              maximum_hourly="4.26"))
+    assert (sample("instance"), sample("min"), sample("max")) == (1.42, 0.0, 4.26)
+    record_cost("team-m", "llama", CostStatus(currency="USD", basis="no price for nvidia-rtx-pro-6000"))
+    assert sample("max") is None  # no estimate: no series
+    record_cost("team-m", "llama", CostStatus(currency="EUR", maximum_hourly="3.00"))
+    assert sample("max") is None  # the metric is in USD: another currency is not exported under its name
+    record_cost("team-m", "llama", CostStatus(currency="USD", maximum_hourly="4.26"))
+    forget_cost("team-m", "llama")
+    assert sample("max") is None

@@ -23,7 +23,7 @@ TGI_IMAGE = "us-docker.pkg.dev/deeplearning-platform-release/gcr.io/huggingface-
 def _no_operator_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """The developer's own TGI_OPERATOR_* settings must not change what these tests see."""
     for name in ("TGI_OPERATOR_DEFAULT_PROJECT", "TGI_OPERATOR_CLOUD_RUN_ENDPOINT", "TGI_OPERATOR_ALLOW_PUBLIC_SERVICES",
-                 "TGI_OPERATOR_ALLOWED_PROJECTS", "TGI_OPERATOR_ALLOWED_REGIONS"):
+                 "TGI_OPERATOR_ALLOWED_PROJECTS", "TGI_OPERATOR_ALLOWED_REGIONS", "TGI_OPERATOR_PRICING_FILE"):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -146,3 +146,22 @@ def test_a_policy_the_operator_would_refuse_is_noted_but_still_rendered() -> Non
     service, iam = list(yaml.safe_load_all(out))
     assert iam["bindings"] == [{"role": "roles/run.invoker", "members": ["allUsers"]}]
     assert "PublicNotAllowed" in err and "TGI_OPERATOR_ALLOW_PUBLIC_SERVICES" in err
+
+
+def test_the_cost_estimate_is_noted_for_each_object_and_the_yaml_stays_pipeable() -> None:
+    text = SEED.read_text() + "\n---\n" + (SAMPLES / "suspended.yaml").read_text()
+    code, out, err = render("-f", "-", "--project", "my-project", input=text)
+    assert code == 0, err
+    assert len(list(yaml.safe_load_all(out))) == 4  # stdout: services and IAM only
+    assert ("cost: default/llama-3-1-8b-awq: 1.42 USD per instance-hour; 0.00 an hour while idle (minInstances 0), "
+            "4.26 at most (maxInstances 3). Cloud Run Tier 1 (us-central1), instance-based billing; "
+            "https://cloud.google.com/run/pricing read 2026-12-01") in err
+    assert "cost: default/qwen-2-5-7b-awq: 1.42 USD per instance-hour; 0.00 an hour while idle (suspended)" in err
+    assert "preflight:" not in err  # the Hub is asked only with --preflight
+
+
+def test_a_pricing_file_of_ones_own_is_used_and_a_broken_one_is_said(monkeypatch: pytest.MonkeyPatch,
+                                                                     tmp_path: Path) -> None:
+    monkeypatch.setenv("TGI_OPERATOR_PRICING_FILE", str(tmp_path / "missing.yaml"))
+    code, out, err = render("-f", str(SEED), "--project", "my-project")
+    assert code == 0 and "cost: default/llama-3-1-8b-awq: no estimate: cannot read the pricing file" in err

@@ -1,5 +1,5 @@
 """Process wiring: gRPC (Cloud Run Admin v2, Operations, IAM Admin) on one port; the metadata
-server and the admin API on another; one data-plane listener per ready service.
+server, the admin API and the Hugging Face Hub stand-in (hub.py) on another; one data-plane listener per ready service.
 
     async with running_emulator(reconcile_seconds=0.2) as emu:
         emu.grpc_endpoint   # "127.0.0.1:P", for grpc.insecure_channel
@@ -24,6 +24,7 @@ from tgi_operator.emulator.admin_http import add_admin_routes
 from tgi_operator.emulator.calls import CallLog
 from tgi_operator.emulator.dataplane import DataPlane
 from tgi_operator.emulator.grpc_api import generic_handlers
+from tgi_operator.emulator.hub import HubStandIn, add_hub_routes
 from tgi_operator.emulator.iam_admin import ServiceAccounts
 from tgi_operator.emulator.identity import MetadataIdentity, TokenIssuer, add_metadata_routes
 from tgi_operator.emulator.operations import OperationBook
@@ -83,6 +84,7 @@ class Emulator:
         self.access = Access(self.state, lambda: self.identity.project_id)
         self.services = CloudRunServices(self.state, self.operations, self.dataplane, lambda: self.identity.email, self.access)
         self.accounts = ServiceAccounts(self.state, self.access)
+        self.hub = HubStandIn()  # the Hugging Face Hub, for the operator's model preflight
         self._grpc: grpc.aio.Server | None = None
         self._http: web.AppRunner | None = None
         self.grpc_port = 0
@@ -106,6 +108,7 @@ class Emulator:
             "TGI_OPERATOR_CLOUD_RUN_ENDPOINT": self.grpc_endpoint,
             "GCE_METADATA_HOST": self.metadata_host,
             "GCE_METADATA_IP": self.metadata_host,
+            "TGI_OPERATOR_HF_ENDPOINT": self.http_url,  # the Hub stand-in (hub.py)
         }
 
     def ready_document(self) -> dict[str, Any]:
@@ -131,6 +134,7 @@ class Emulator:
         app = web.Application()
         add_metadata_routes(app, self.issuer, self.identity)
         add_admin_routes(app, self)
+        add_hub_routes(app, self.hub)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, self.config.host, self.config.http_port)
