@@ -199,15 +199,30 @@ async def run_pass(entry: Entry) -> float | None:
         ref = entry.ref
         if entry.deleting:  # the finalizer has it now
             return None
+        stored = ref.status  # the status as stored, which the pass's own writes change
+
+        async def record_intent(status: TGIServiceStatus) -> bool:
+            """The service's name, written before it is created (in the same pass: no extra pass, no extra read)."""
+            nonlocal stored
+            try:
+                if (patch := _status_patch(stored, status)) and not await _write_status(entry, patch):
+                    return False
+            except StatusWriteError as exc:
+                log.warning("%s; not creating the service before it is", exc)
+                return False
+            stored = status.to_k8s()
+            return True
+
         started = time.monotonic()
         with metrics.RECONCILE_SECONDS.time(), metrics.ACTIVE_WORKERS.labels(metrics.CONTROLLER).track_inprogress():
-            outcome = await reconcile(ref, RUNTIME.adapters, CONFIG, now=_now(), redeploy_failed=entry.redeploy_failed)
+            outcome = await reconcile(ref, RUNTIME.adapters, CONFIG, now=_now(), redeploy_failed=entry.redeploy_failed,
+                                      record_intent=record_intent)
         _count(outcome, time.monotonic() - started)
         _post(ref, outcome.events)  # what was done in the cloud is said, whatever happens to the status below
         if entry.ref.generation != ref.generation:
             return 0.0  # the spec changed during the pass: its status would describe the old one; pass it again
         plan = plan_next(outcome, entry.attempt, CONFIG)
-        status_patch = _status_patch(ref.status, outcome.status)
+        status_patch = _status_patch(stored, outcome.status)
         try:
             if status_patch and not await _write_status(entry, status_patch):
                 return None  # the object is gone
