@@ -7,8 +7,10 @@ Two requests per model and commit, with the real client (so HF_ENDPOINT, proxies
 - config.json at that commit: GET /{id}/resolve/{sha}/config.json (the URL `hf_hub_url` builds), read into memory:
   the operator writes nothing to disk (its root filesystem is read-only). A gated model answers 401 GatedRepo.
 The operator holds no Hugging Face token (`token=False`: neither HF_TOKEN nor a saved login is sent). What a commit
-holds never changes, so facts are kept per (endpoint, model, commit); a revision that is not a commit is resolved
-again by each lookup. The Hub answers a missing and a private model alike (401 RepoNotFound).
+holds never changes, so facts are kept per (endpoint, model, commit); a revision that is not a commit (a branch,
+"main") is resolved again once `resolve_seconds` (60 s) have passed, and lookups of the same model and revision at
+once share one request: a thousand new objects of one model ask the Hub once, not a thousand times. The Hub answers
+a missing and a private model alike (401 RepoNotFound).
 Blocking calls run in a thread, each bounded by the timeout; after a failure to reach the Hub, lookups fail at once
 for a while instead of each waiting for its own timeout.
 """
@@ -54,17 +56,29 @@ class ModelHub:
     """Looks models up on the Hub, remembering each commit's facts (bounded) and, for `quiet_seconds`, that the Hub
     could not be reached."""
 
-    def __init__(self, max_models: int = 256, quiet_seconds: float = 30.0) -> None:
+    def __init__(self, max_models: int = 256, quiet_seconds: float = 30.0, resolve_seconds: float = 60.0) -> None:
         self._facts: OrderedDict[tuple[str, str, str], ModelFacts] = OrderedDict()
         self._max_models = max_models
         self._quiet_seconds = quiet_seconds
+        self._resolve_seconds = resolve_seconds
         self._down: dict[str, tuple[float, str]] = {}  # endpoint -> (until, why)
+        self._resolved: OrderedDict[tuple[str, str, str], tuple[float, ModelFacts]] = OrderedDict()  # -> (until, facts)
+        self._asking: dict[tuple[str, str, str], asyncio.Future[ModelFacts]] = {}
 
     async def facts(self, model_id: str, revision: str | None, *, endpoint: str | None, timeout: float) -> ModelFacts:
         base = base_url(endpoint)
-        api = HfApi(endpoint=base, token=False, **USER_AGENT)
         if revision and COMMIT.match(revision) and (known := self._facts.get((base, model_id, revision))):
             return known
+        key = (base, model_id, revision or "")
+        if (resolved := self._resolved.get(key)) and time.monotonic() < resolved[0]:
+            return resolved[1]
+        if (asking := self._asking.get(key)) is None:
+            asking = self._asking[key] = asyncio.ensure_future(self._ask(base, model_id, revision, timeout))
+            asking.add_done_callback(lambda _: self._asking.pop(key, None))
+        return await asyncio.shield(asking)  # a caller that gives up does not cancel the others' request
+
+    async def _ask(self, base: str, model_id: str, revision: str | None, timeout: float) -> ModelFacts:
+        api = HfApi(endpoint=base, token=False, **USER_AGENT)
         until, why = self._down.get(base, (0.0, ""))
         if time.monotonic() < until:
             raise HubUnreachable(why)
@@ -77,14 +91,10 @@ class ModelHub:
             raise HubUnreachable(why) from None
         self._down.pop(base, None)
         if COMMIT.match(facts.revision):  # what a commit holds never changes
-            self._remember((base, model_id, facts.revision), facts)
+            _remember(self._facts, (base, model_id, facts.revision), facts, self._max_models)
+        _remember(self._resolved, (base, model_id, revision or ""), (time.monotonic() + self._resolve_seconds, facts),
+                  self._max_models)
         return facts
-
-    def _remember(self, key: tuple[str, str, str], facts: ModelFacts) -> None:
-        self._facts[key] = facts
-        self._facts.move_to_end(key)
-        while len(self._facts) > self._max_models:
-            self._facts.popitem(last=False)
 
     # -- blocking, in a thread --------------------------------------------------------------------------------
 
@@ -149,3 +159,10 @@ def _weight_file_bytes(siblings: list[Any]) -> int | None:
 def _first_line(exc: BaseException) -> str:
     lines = [line.strip() for line in str(exc).splitlines() if line.strip() and not line.startswith("(Request ID")]
     return " ".join(lines[:2])[:300] or type(exc).__name__
+
+
+def _remember(table: OrderedDict[Any, Any], key: Any, value: Any, most: int) -> None:
+    table[key] = value
+    table.move_to_end(key)
+    while len(table) > most:
+        table.popitem(last=False)

@@ -6,6 +6,7 @@ cannot be reached does not stop a deployment (unless preflight is required); the
 
 from __future__ import annotations
 
+import asyncio
 import socket
 
 import pytest
@@ -16,6 +17,7 @@ from prometheus_client import REGISTRY
 from reconcile_fixtures import NOW, SETTINGS, adapters, conditions, ref, run, settle  # noqa: F401
 
 from tgi_operator.emulator.server import Emulator
+from tgi_operator.hub import ModelHub
 from tgi_operator.reconcile import Adapters, ObjectRef, reconcile
 from tgi_operator.settings import Settings
 
@@ -187,16 +189,35 @@ async def test_a_resync_asks_the_hub_nothing_and_a_commit_is_fetched_once(
     resync = await reconcile(ref(status, 1, SEED), adapters, hub_settings, now=NOW)
     assert resync.status.to_k8s() == status and resync.events == []  # nothing to write, and nothing asked
     assert len(hub_requests(emulator)) == asked
-    # A new generation is checked again, but its commit's files are known: only the revision is resolved.
+    # A new generation is checked again; the revision resolved moments ago (within a minute) is not asked again.
     changed = {**SEED, "scaling": {"concurrency": 8}}
     outcome = await reconcile(ref(status, 2, changed), adapters, hub_settings, now=NOW)
     assert outcome.status.preflight.generation == 2 and "all 8 of scaling.concurrency" in outcome.status.preflight.message
-    assert [r["path"] for r in hub_requests(emulator)[asked:]] == [f"/api/models/{SEED_MODEL}"]
     # Another object with the same model: the same.
     other = ObjectRef("team-b", "llama", 1, SEED, {}, {}, "0d4c3b2a-0000-4000-8000-000000000002")
     second = await reconcile(other, adapters, hub_settings, now=NOW)
     assert second.status.preflight.result == "Passed"
-    assert [r["path"] for r in hub_requests(emulator)[asked:]] == [f"/api/models/{SEED_MODEL}"] * 2
+    assert len(hub_requests(emulator)) == asked
+
+
+async def test_a_branch_is_resolved_again_after_a_minute_but_a_commits_files_are_fetched_once(
+    hub_settings: Settings, emulator: Emulator
+) -> None:
+    hub = ModelHub(resolve_seconds=0.0)  # as if a minute had passed between the lookups
+    first = await hub.facts(SEED_MODEL, None, endpoint=hub_settings.hf_endpoint, timeout=5)
+    again = await hub.facts(SEED_MODEL, None, endpoint=hub_settings.hf_endpoint, timeout=5)
+    assert again == first
+    assert [r["path"] for r in hub_requests(emulator)] == [
+        f"/api/models/{SEED_MODEL}", f"/{SEED_MODEL}/resolve/{first.revision}/config.json", f"/api/models/{SEED_MODEL}"]
+
+
+async def test_many_new_objects_of_one_model_ask_the_hub_once(hub_settings: Settings, emulator: Emulator) -> None:
+    hub = ModelHub()
+    found = await asyncio.gather(*(hub.facts(SEED_MODEL, None, endpoint=hub_settings.hf_endpoint, timeout=5)
+                                   for _ in range(20)))
+    assert len({f.revision for f in found}) == 1
+    assert [r["path"] for r in hub_requests(emulator)] == [
+        f"/api/models/{SEED_MODEL}", f"/{SEED_MODEL}/resolve/{found[0].revision}/config.json"]
 
 
 async def test_a_deployed_service_keeps_serving_when_a_spec_change_fails_preflight(
