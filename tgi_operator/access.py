@@ -31,7 +31,19 @@ from tgi_operator.render import (
     invoker_service_account,
 )
 
+# The wait before binding a new account: IAM documents "might take a minute" for eventual consistency; the pass
+# after this looks again (a 400 then is still a wait, see apply_invokers).
+NEW_ACCOUNT_BIND_DELAY = 3.0
 ORG_POLICY_REFUSAL = "do not belong to a permitted customer"  # FAILED_PRECONDITION of domain restricted sharing
+
+
+@dataclass
+class InvokerAccountCreated(TransientCloudError):
+    """This pass made the invoker account. IAM refuses bindings to a new account for a while ("Service account X
+    does not exist."), so the pass binds nothing now (no policy read, no refused write) and the next one binds
+    every member; the status records the account at once: it is the evidence deletion needs to remove it."""
+
+    email: str = ""
 
 
 @dataclass
@@ -53,8 +65,10 @@ async def apply_invokers(
     desired = set(invoker_members(namespace, name, spec, where.project))
     sa_email = invoker_service_account(namespace, name, where.project)
     sa_member = f"serviceAccount:{sa_email}"
-    if sa_member in desired:
-        await ensure_invoker_account(namespace, name, where.project, sa_email, accounts)
+    if sa_member in desired and await ensure_invoker_account(namespace, name, where.project, sa_email, accounts):
+        raise InvokerAccountCreated("ACCOUNT_PROPAGATING", f"created the invoker service account {sa_email}; IAM "
+                                    "lets it be bound only after it has propagated: binding it in the next pass",
+                                    retry_after=NEW_ACCOUNT_BIND_DELAY, email=sa_email)
     policy = await services.get_iam_policy(where.name)
     without_dropped = revoked(policy, recorded, desired)
     if without_dropped is not None:
@@ -106,16 +120,16 @@ async def find_account(accounts: ServiceAccounts, project: str, email: str) -> i
         raise
 
 
-async def ensure_invoker_account(namespace: str, name: str, project: str, email: str, accounts: ServiceAccounts) -> None:
-    """Get-or-create (a read per pass, a write only when IAM does not show it). An account with this id that lacks
-    our description was made by someone else: never used, never deleted."""
+async def ensure_invoker_account(namespace: str, name: str, project: str, email: str, accounts: ServiceAccounts) -> bool:
+    """Get-or-create (a read per pass, a write only when IAM does not show it); True when this call created it. An
+    account with this id that lacks our description was made by someone else: never used, never deleted."""
     description = invoker_account_description(namespace, name)
     found = await find_account(accounts, project, email)
     if found is None:
         try:
             await accounts.create(project, invoker_account_id(namespace, name),
                                   invoker_account_display_name(namespace, name), description)
-            return
+            return True
         except PermanentCloudError as exc:
             if exc.code == "ALREADY_EXISTS":
                 found = await _existing_account(accounts, project, email, exc)
@@ -128,6 +142,7 @@ async def ensure_invoker_account(namespace: str, name: str, project: str, email:
     if found.description != description:
         raise Stall("InvokerAccountTaken", f"service account {email} exists but was not created for this "
                     "TGIService; it is neither used nor deleted")
+    return False
 
 
 async def _existing_account(accounts: ServiceAccounts, project: str, email: str,

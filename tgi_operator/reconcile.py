@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from tgi_operator import conditions as cond
 from tgi_operator import metrics
-from tgi_operator.access import Access, apply_invokers, refused_problem
+from tgi_operator.access import Access, InvokerAccountCreated, apply_invokers, refused_problem
 from tgi_operator.cloudrun import CloudRunServices
 from tgi_operator.conditions import short_revision
 from tgi_operator.cost import PricingError, cost_status, hourly_cost, load_pricing
@@ -258,6 +258,8 @@ async def _pass(obj: ObjectRef, adapters: Adapters, settings: Settings, *, now: 
         problem = explain(exc, runtime_identity)
     except TransientCloudError as exc:
         kept = previous.model_copy(update={"service_name": status.service_name})  # only what must not be lost
+        if isinstance(exc, InvokerAccountCreated):  # deletion's evidence that this object made it
+            kept.invoker_service_account = exc.email
         if not kept.conditions:  # never observed yet: on its way, not finished
             kept.conditions = cond.conditions(cond.assess(None), obj.generation, [], now)
         return Outcome(kept, None, events, transient=exc)

@@ -44,6 +44,23 @@ async def test_the_seed_with_an_invoker_account_becomes_ready_although_iam_hides
     assert calls.get("OK") == 1  # made once: a 403 read after the create is a wait, never a second account
 
 
+async def test_the_pass_that_creates_the_account_binds_nothing_yet_but_records_it_for_deletion(
+    adapters: Adapters, admin: AdminApi
+) -> None:
+    admin.set_iam_propagation_seconds(30.0)  # a binding now would be refused: the account is not visible yet
+    admin.reset_calls()
+    outcome = await run(adapters, {}, 1, WITH_SA)
+    assert outcome.transient is not None and outcome.transient.code == "ACCOUNT_PROPAGATING"
+    assert outcome.status.invoker_service_account == SA_EMAIL
+    calls = admin.calls()
+    assert calls["google.iam.admin.v1.IAM/CreateServiceAccount"] == {"OK": 1}
+    assert not any(m.endswith(("/GetIamPolicy", "/SetIamPolicy")) for m in calls)  # no read, no refused write
+    # Deleted right now: the status is the evidence that this object made the account, so it goes too.
+    await finalize_until_gone(ref(outcome.status.to_k8s(), 1, WITH_SA), adapters)
+    admin.set_iam_propagation_seconds(0.0)
+    assert SA_EMAIL not in await adapters.accounts.list_emails(PROJECT)
+
+
 async def test_an_account_that_propagates_between_the_read_and_the_list_is_used_not_refused(
     adapters: Adapters, admin: AdminApi
 ) -> None:
