@@ -867,7 +867,8 @@ class TGIServiceStatus(_Status):
     ] = None
     invoker_service_account: Annotated[
         str | None,
-        Field(description="Email of the invoker service account the operator created (access.createInvokerServiceAccount)."),
+        Field(description="Email of the invoker service account the operator created (access.createInvokerServiceAccount); "
+              "recorded just before it is created, so that deletion removes it whatever happens in between."),
     ] = None
     model: Annotated[ModelStatus | None, Field(description="What the running TGI reports (/info).")] = None
     preflight: Annotated[

@@ -32,7 +32,7 @@ from tgi_operator.models import Condition, CostStatus, ModelStatus, TGIServiceSp
 from tgi_operator.probe import ModelProbe, ProbeResult
 from tgi_operator.naming import is_owned_by, legacy_service_id
 from tgi_operator.ownership import ADOPT_ANNOTATION, OWNER_UID_ANNOTATION, Claim, claim
-from tgi_operator.render import INVOKERS_ANNOTATION, Target, recorded_target, target
+from tgi_operator.render import INVOKERS_ANNOTATION, Target, invoker_service_account, recorded_target, target
 from tgi_operator.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -226,6 +226,8 @@ async def _pass(obj: ObjectRef, adapters: Adapters, settings: Settings, *, now: 
             # Write the intent down before acting: whatever happens next, deletion knows what to clean up. The
             # first status already says Reconciling, so no reader takes a new object for a finished one.
             status.service_name = where.name
+            if spec.access.create_invoker_service_account:  # the account it is about to make, too
+                status.invoker_service_account = invoker_service_account(obj.namespace, obj.name, where.project)
             assessment = cond.assess(None)
             status.conditions = cond.conditions(assessment, obj.generation, previous.conditions, now)
             if record_intent is None:
