@@ -118,6 +118,10 @@ class AdminApi:
     def set_project_roles(self, email: str, roles: list[str]) -> Any:
         return self._call("PUT", "/project-roles", {"email": email, "roles": roles})
 
+    def grant_secret(self, secret: str, accounts: list[str]) -> Any:
+        """roles/secretmanager.secretAccessor on `secret` (projects/P/secrets/S) for these account emails."""
+        return self._call("PUT", "/secret-accessors", {"secret": secret, "accounts": accounts})
+
     def token(self, email: str, audience: str) -> str:
         return self._call("POST", "/tokens", {"email": email, "audience": audience})["token"]
 

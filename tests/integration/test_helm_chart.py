@@ -307,9 +307,10 @@ def applied(docs: list[Doc], out: str) -> None:
 @pytest.mark.parametrize("extra", [[], ["--set", "leaderElection.enabled=false,replicas=1"]])
 def test_the_api_server_accepts_the_rendered_chart(helm: Helm, cluster: KubeCluster, namespace: str,
                                                    extra: list[str]) -> None:
-    # The API for real (as `helm install` creates crds/; its own field manager leaves other tests' fields alone),
-    # and its admission rules enforced.
-    cluster.kubectl("apply", "--server-side", "--field-manager=tgi-operator-helm-tests", "-f", str(CHART / "crds"))
+    # The API for real (as `helm install` creates crds/), and its admission rules enforced. Forced: an earlier test
+    # may have left another manager's value on a field (the copy is byte-identical to crds/, so nothing changes).
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "--field-manager=tgi-operator-helm-tests",
+                    "-f", str(CHART / "crds"))
     cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/tgiservices.tgi-operator.dev")
     stack.wait_for_admission_rules(cluster)
     # The operator as a server-side dry run, in a namespace of its own (it must exist for that).

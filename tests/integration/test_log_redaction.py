@@ -10,9 +10,10 @@ import uuid
 
 import pytest
 from operator_fixtures import *  # noqa: F403
-from operator_fixtures import Stack, condition, stack_env, wait_for
+from operator_fixtures import PROJECT, Stack, condition, stack_env, wait_for
 
 from tgi_operator.devenv import stack as devstack
+from tgi_operator.emulator.rules import project_number
 
 pytestmark = pytest.mark.integration
 NAME = "secretive"
@@ -50,6 +51,8 @@ def create_update_delete(stack: Stack, namespace: str) -> list[str]:
     """One object's whole life; returns the marker strings it carried."""
     marker = uuid.uuid4().hex[:12]
     values = [f"env-{marker}", f"ann-{marker}", f"env2-{marker}", f"ann2-{marker}", f"inv-{marker}"]
+    stack.admin.grant_secret(f"projects/{PROJECT}/secrets/api-key",
+                             [f"{project_number(PROJECT)}-compute@developer.gserviceaccount.com"])
     stack.apply(namespace, manifest(marker, values[0], values[1]))
     ready(stack, namespace, generation=1)
     # The Cloud Run service got the literal and the Secret Manager reference (the emulator accepts value_source).

@@ -16,6 +16,7 @@ from emulator_fixtures import PROJECT, AdminApi
 from prometheus_client import REGISTRY
 from reconcile_fixtures import NOW, SETTINGS, adapters, conditions, ref, run, settle  # noqa: F401
 
+from tgi_operator.emulator.rules import project_number
 from tgi_operator.emulator.server import Emulator
 from tgi_operator.hub import ModelHub
 from tgi_operator.reconcile import Adapters, ObjectRef, reconcile
@@ -129,6 +130,8 @@ async def test_a_gated_model_with_a_token_deploys_and_says_what_could_not_be_che
     adapters: Adapters, hub_settings: Settings, emulator: Emulator
 ) -> None:
     spec = {**GATED, "model": {**GATED["model"], "hfTokenSecret": {"secret": "hf-token"}}}
+    AdminApi(emulator.http_url).grant_secret(f"projects/{PROJECT}/secrets/hf-token", [
+        f"{project_number(PROJECT)}-compute@developer.gserviceaccount.com"])  # the runtime identity reads the token
     status = await settle(adapters, {}, 1, spec, hub_settings)
     ready = conditions(status)["Ready"]
     assert ready["status"] == "True", status

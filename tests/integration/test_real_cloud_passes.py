@@ -15,6 +15,7 @@ from google.type import expr_pb2
 from reconcile_fixtures import SETTINGS, SPEC, adapters, conditions, finalize_until_gone, ref, run, settle  # noqa: F401
 
 from tgi_operator.diff import with_annotation
+from tgi_operator.emulator.rules import project_number
 from tgi_operator.naming import invoker_account_id
 from tgi_operator.reconcile import Adapters, reconcile
 
@@ -258,6 +259,7 @@ async def test_an_invoker_account_the_operator_may_not_read_stalls_instead_of_re
     assert stall["reason"] == "PermissionDenied" and "iam.serviceAccounts.get" in stall["message"]
 
 
+DEFAULT_RUNTIME = f"{project_number(PROJECT)}-compute@developer.gserviceaccount.com"  # Cloud Run's default identity
 WRITES = ("CreateService", "UpdateService", "DeleteService", "SetIamPolicy", "CreateServiceAccount", "DeleteServiceAccount")
 
 
@@ -270,6 +272,7 @@ WRITES = ("CreateService", "UpdateService", "DeleteService", "SetIamPolicy", "Cr
 ], ids=["preview GPU (BETA)", "env from Secret Manager", "timeout and scaling", "invoker account", "suspended"])
 async def test_a_resync_of_a_settled_object_writes_nothing(adapters: Adapters, admin: AdminApi, spec: dict) -> None:
     """The steady state costs reads only, for every kind of spec the operator renders."""
+    admin.grant_secret(f"projects/{PROJECT}/secrets/api-key", [DEFAULT_RUNTIME])
     status = await settle(adapters, {}, 1, spec)
     assert conditions(status)["Ready"]["status"] == "True", status
     admin.reset_calls()
@@ -278,3 +281,22 @@ async def test_a_resync_of_a_settled_object_writes_nothing(adapters: Adapters, a
     assert outcome.status.to_k8s() == status  # nothing to patch either
     written = {m.rsplit("/", 1)[1]: c for m, c in admin.calls().items() if m.rsplit("/", 1)[1] in WRITES}
     assert written == {}, written
+
+
+# -- 10. A secret the runtime identity may not read fails the revision ---------------------------------------------
+
+
+async def test_a_secret_the_runtime_account_may_not_read_fails_the_revision_saying_which_role(
+    adapters: Adapters, admin: AdminApi
+) -> None:
+    spec = {**SPEC, "env": [{"name": "API_KEY", "valueFrom": {"secret": "api-key"}}]}
+    status = await settle(adapters, {}, 1, spec)  # settles on the failed revision
+    ready = conditions(status)["Ready"]
+    assert ready["status"] == "False" and ready["reason"] == "RevisionFailed", status
+    assert f"Permission denied on secret: projects/{project_number(PROJECT)}/secrets/api-key/versions/latest for " \
+           f"Revision service account {DEFAULT_RUNTIME}" in ready["message"]
+    assert "roles/secretmanager.secretAccessor" in ready["message"]
+    # Granted (on the secret): the next deploy of the unchanged spec starts.
+    admin.grant_secret(f"projects/{PROJECT}/secrets/api-key", [DEFAULT_RUNTIME])
+    outcome = await reconcile(ref(status, 1, spec), adapters, SETTINGS, now=NOW, redeploy_failed=True)
+    assert conditions(await settle(adapters, outcome.status.to_k8s(), 1, spec))["Ready"]["status"] == "True"

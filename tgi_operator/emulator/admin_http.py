@@ -69,6 +69,11 @@ class ProjectRolesBody(_Body):
     roles: list[str]
 
 
+class SecretAccessorsBody(_Body):
+    secret: str = Field(pattern=r"^projects/[^/]+/secrets/[^/]+$")
+    accounts: list[str]  # emails granted roles/secretmanager.secretAccessor on the secret; empty: none
+
+
 class TokenBody(_Body):
     email: str = Field(min_length=3)
     audience: str = Field(min_length=1)
@@ -214,6 +219,18 @@ def add_admin_routes(app: web.Application, emulator: Emulator) -> None:
         state.save()
         return await get_roles(request)
 
+    async def get_secret_accessors(request: web.Request) -> web.Response:
+        return web.json_response({"secretAccessors": {k: sorted(m) for k, m in state.secret_accessors.items()}})
+
+    async def put_secret_accessors(request: web.Request) -> web.Response:
+        body: SecretAccessorsBody = await _body(request, SecretAccessorsBody)
+        if body.accounts:
+            state.secret_accessors[body.secret] = set(body.accounts)
+        else:
+            state.secret_accessors.pop(body.secret, None)
+        state.save()
+        return await get_secret_accessors(request)
+
     async def mint_token(request: web.Request) -> web.Response:
         body: TokenBody = await _body(request, TokenBody)
         token = emulator.issuer.mint(body.email, body.audience, body.lifetime_seconds)
@@ -322,6 +339,8 @@ def add_admin_routes(app: web.Application, emulator: Emulator) -> None:
         ("PUT", "/quotas", put_quota),
         ("GET", "/project-roles", get_roles),
         ("PUT", "/project-roles", put_roles),
+        ("GET", "/secret-accessors", get_secret_accessors),
+        ("PUT", "/secret-accessors", put_secret_accessors),
         ("POST", "/tokens", mint_token),
         ("GET", "/identity", get_identity),
         ("PUT", "/identity", put_identity),

@@ -26,7 +26,7 @@ from google.cloud import run_v2
 from google.longrunning import operations_pb2
 from google.rpc import status_pb2
 
-from tgi_operator.emulator import gpu_quota, rules
+from tgi_operator.emulator import gpu_quota, rules, secrets
 from tgi_operator.emulator.dataplane import DataPlane, Endpoint
 from tgi_operator.emulator.errors import ApiError
 from tgi_operator.emulator.operations import OperationBook
@@ -266,14 +266,22 @@ class Reconciler:
         self._state.save()
 
     def _failure(self, name: str, service: run_v2.Service) -> tuple[grpc.StatusCode, str] | None:
-        """Why the new revision cannot start: the admin API's injected failure, or the GPU quota."""
+        """Why the new revision cannot start: the admin API's injected failure, a secret its account may not read,
+        or the GPU quota."""
         if name in self._state.fail_next_revision:
             message = self._state.fail_next_revision.pop(name)
             container = ingress_container(service.template)
             port = container.ports[0].container_port if container.ports else DEFAULT_PORT
             return grpc.StatusCode.FAILED_PRECONDITION, message or CONTAINER_START_FAILURE.format(port=port)
+        project = name.split("/")[1]
+        if refused := secrets.refused_secrets(project, service.template, self._may_read_secret):
+            return grpc.StatusCode.INTERNAL, "\n".join(refused)  # "Error code 13" in the recorded operation
         cause = gpu_quota.start_failure(self._state, name, service)
         return None if cause is None else (grpc.StatusCode.RESOURCE_EXHAUSTED, cause)
+
+    def _may_read_secret(self, secret: str, email: str) -> bool:
+        return (email in self._state.secret_accessors.get(secret, ())
+                or bool(self._state.project_roles.get(email, set()) & secrets.ACCESSOR_ROLES))
 
     @staticmethod
     def _set_traffic_statuses(service: run_v2.Service) -> None:

@@ -130,6 +130,7 @@ class State:
     act_as_denied: set[str] = field(default_factory=set)  # accounts the caller may not act as
     allowed_domains: dict[str, list[str]] = field(default_factory=dict)  # project -> iam.allowedPolicyMemberDomains
     groups: dict[str, set[str]] = field(default_factory=dict)  # group email -> members (user:/serviceAccount:)
+    secret_accessors: dict[str, set[str]] = field(default_factory=dict)  # projects/P/secrets/S -> emails (secrets.py)
     issuer_key_pem: str | None = None
     path: Path | None = None
     # Indexes of the tables above, kept by the tables themselves (tables.py).
@@ -194,6 +195,7 @@ class State:
             "actAsDenied": sorted(self.act_as_denied),
             "allowedDomains": self.allowed_domains,
             "groups": {g: sorted(m) for g, m in self.groups.items()},
+            "secretAccessors": {k: sorted(m) for k, m in self.secret_accessors.items()},
             "issuerKeyPem": self.issuer_key_pem,
         }
         members = {key: self._encoded[key].json_object(table) for key, table in tables.items()}
@@ -233,6 +235,7 @@ class State:
             iam_denied=set(d.get("iamDenied", [])),
             act_as_denied=set(d.get("actAsDenied", [])),
             allowed_domains=d.get("allowedDomains", {}),
+            secret_accessors={k: set(m) for k, m in d.get("secretAccessors", {}).items()},
             groups={g: set(m) for g, m in d.get("groups", {}).items()},
             issuer_key_pem=d["issuerKeyPem"],
             path=path,
