@@ -61,14 +61,20 @@ class LeanInstall:
 
     def run(self, *args: str, **kwargs) -> subprocess.CompletedProcess[str]:
         return subprocess.run([str(self.venv / "bin" / "tgi-operator"), *args], capture_output=True, text=True,
-                              timeout=60, cwd="/", **kwargs)
+                              timeout=60, cwd="/", **{"env": lean_env(), **kwargs})
+
+
+def lean_env() -> dict[str, str]:
+    """This process's environment without what would put another tgi_operator on the lean venv's path (a test run
+    with PYTHONPATH pointing at a checkout, or an activated venv)."""
+    return {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
 
 
 def _pip(*args: str) -> None:
     # The test's own pip, pointed at the venv (`--python`), as the Dockerfile uses the base image's: the venv
     # gets no pip. Wheels found in the user's pip cache are still checked against the lock's hashes.
     result = subprocess.run([sys.executable, "-m", "pip", "--disable-pip-version-check", *args],
-                            capture_output=True, text=True, timeout=600)
+                            capture_output=True, text=True, timeout=600, env=lean_env())
     assert result.returncode == 0, f"pip {' '.join(args)}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
 
 
@@ -117,7 +123,7 @@ def test_the_lock_is_complete_and_the_install_is_the_operator_alone(lean: LeanIn
     _pip("--python", str(lean.python), "check")  # --no-deps installs: every requirement must be in the lock
     probe = subprocess.run([str(lean.python), "-c", "import importlib.util, json, sys; "
                             "print(json.dumps([m for m in sys.argv[1:] if importlib.util.find_spec(m)]))", *DEV_ONLY],
-                           capture_output=True, text=True, check=True, cwd="/")
+                           capture_output=True, text=True, check=True, cwd="/", env=lean_env())
     assert json.loads(probe.stdout) == []
     # All of the package that the context holds is installed, data files too (package-data in pyproject.toml).
     lost = [f for f in lean.context if f.startswith("tgi_operator/") and not (lean.site_packages / f).is_file()]
