@@ -15,6 +15,7 @@ import importlib.util
 import logging
 import os
 import socket
+import sys
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -59,7 +60,8 @@ class Runtime:
 RUNTIME = Runtime()
 # Read at scrape time from whichever scheduler runs (kopf may run more than once in a process: lifecycle.py).
 metrics.watch_objects(metrics.ObjectsCollector(
-    lambda: [e.ref.status for e in list(RUNTIME.scheduler.entries.values())] if hasattr(RUNTIME, "scheduler") else [],
+    lambda: [(e.ref.namespace, e.ref.name, e.ref.status) for e in list(RUNTIME.scheduler.entries.values())]
+    if hasattr(RUNTIME, "scheduler") else [],
     lambda: RUNTIME.scheduler.due_now() if hasattr(RUNTIME, "scheduler") else 0))
 
 
@@ -130,9 +132,22 @@ def _ref(body: Mapping[str, Any]) -> ObjectRef:
                    if k.startswith(OUR_ANNOTATIONS)}
     return ObjectRef(
         namespace=metadata.get("namespace", ""), name=metadata.get("name", ""),
-        generation=metadata.get("generation", 0), spec=_mapping(body.get("spec")),
-        status=_mapping(body.get("status")), annotations=annotations, uid=metadata.get("uid") or "",
+        generation=metadata.get("generation", 0), spec=_shared(_mapping(body.get("spec"))),
+        status=_shared(_mapping(body.get("status"))), annotations=annotations, uid=metadata.get("uid") or "",
     )
+
+
+def _shared(value: Any) -> Any:
+    """A copy whose strings are interned: the snapshots of a thousand objects repeat the same keys, conditions,
+    messages and sources, and are kept between events (with the cost read at scrape time, 51 -> 45 KiB of RSS per
+    object at N=1,000 in make bench)."""
+    if isinstance(value, str):
+        return sys.intern(value)
+    if isinstance(value, Mapping):
+        return {sys.intern(k) if isinstance(k, str) else k: _shared(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_shared(v) for v in value]
+    return value
 
 
 def _post(ref: ObjectRef, events: list[Event]) -> None:

@@ -59,30 +59,8 @@ CLOUD_REQUEST_SECONDS = Histogram(
 )
 
 
-ESTIMATED_HOURLY_COST = Gauge(
-    "tgi_operator_estimated_hourly_cost_usd",
-    "Estimated Cloud Run cost per hour of each TGIService (status.cost): bound is instance (one), min (minInstances, "
-    "idle) or max (maxInstances).", ["namespace", "name", "bound"])
-COST_BOUNDS = {"instance": "instance_hourly", "min": "minimum_hourly", "max": "maximum_hourly"}
-
-
-def record_cost(namespace: str, name: str, cost: Any) -> None:
-    """Export an object's status.cost (a CostStatus, or None: no estimate)."""
-    for bound, field in COST_BOUNDS.items():
-        amount = getattr(cost, field, None) if cost is not None and cost.currency == "USD" else None
-        if amount is None:
-            forget_cost(namespace, name, bound)
-        else:
-            ESTIMATED_HOURLY_COST.labels(namespace, name, bound).set(float(amount))
-
-
-def forget_cost(namespace: str, name: str, *bounds: str) -> None:
-    """Stop exporting an object's cost (it is gone)."""
-    for bound in bounds or COST_BOUNDS:
-        try:
-            ESTIMATED_HOURLY_COST.remove(namespace, name, bound)
-        except KeyError:
-            pass
+# status.cost's fields by the `bound` label of tgi_operator_estimated_hourly_cost_usd (exported at scrape time).
+COST_BOUNDS = {"instance": "instanceHourly", "min": "minimumHourly", "max": "maximumHourly"}
 
 
 def observe_cloud_call(api: str, method: str, code: str, started: float) -> None:
@@ -91,28 +69,48 @@ def observe_cloud_call(api: str, method: str, code: str, started: float) -> None
 
 
 class ObjectsCollector(Collector):
-    """At scrape time, from the operator's own snapshots (no API call): how many objects are in each state of
-    each condition, and how many checks are due and waiting for a worker (`workqueue_depth`)."""
+    """At scrape time, from the operator's own snapshots (no API call, no series kept per object between scrapes):
+    how many objects are in each state of each condition, each object's estimated hourly cost (status.cost), and
+    how many checks are due and waiting for a worker (`workqueue_depth`). `objects`: (namespace, name, status)."""
 
-    def __init__(self, statuses: Callable[[], Iterable[Mapping[str, Any]]], due: Callable[[], int]) -> None:
-        self._statuses = statuses
+    def __init__(self, objects: Callable[[], Iterable[tuple[str, str, Mapping[str, Any]]]],
+                 due: Callable[[], int]) -> None:
+        self._objects = objects
         self._due = due
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         tally: Tally[tuple[str, str, str]] = Tally()
-        for status in self._statuses():
+        cost = GaugeMetricFamily(
+            "tgi_operator_estimated_hourly_cost_usd", "Estimated Cloud Run cost per hour of each TGIService "
+            "(status.cost): bound is instance (one), min (minInstances, idle) or max (maxInstances).",
+            labels=["namespace", "name", "bound"])
+        for namespace, name, status in self._objects():
             for condition in status.get("conditions") or []:
                 if isinstance(condition, Mapping):
                     tally[(str(condition.get("type")), str(condition.get("status")), str(condition.get("reason")))] += 1
+            for bound, amount in _usd(status.get("cost")):
+                cost.add_metric([namespace, name, bound], amount)
         objects = GaugeMetricFamily("tgi_operator_objects", "TGIServices by condition, status and reason.",
                                     labels=["condition", "status", "reason"])
-        for (kind, status, reason), count in sorted(tally.items()):
-            objects.add_metric([kind, status, reason], count)
+        for (kind, state, reason), count in sorted(tally.items()):
+            objects.add_metric([kind, state, reason], count)
         yield objects
+        yield cost
         depth = GaugeMetricFamily("workqueue_depth", "Current depth of workqueue: checks due and not started.",
                                   labels=["name"])
         depth.add_metric([CONTROLLER], self._due())
         yield depth
+
+
+def _usd(cost: Any) -> Iterator[tuple[str, float]]:
+    """(bound, amount) of a status.cost in USD (the metric's unit); nothing for another currency or a broken one."""
+    if not isinstance(cost, Mapping) or cost.get("currency") != "USD":
+        return
+    for bound, key in COST_BOUNDS.items():
+        try:
+            yield bound, float(cost[key])
+        except (KeyError, TypeError, ValueError):
+            continue
 
 
 def watch_objects(collector: ObjectsCollector) -> None:

@@ -16,7 +16,6 @@ from google.cloud import run_v2
 from pydantic import ValidationError
 
 from tgi_operator import conditions as cond
-from tgi_operator import metrics
 from tgi_operator.access import Access, InvokerAccountCreated, apply_invokers, refused_problem
 from tgi_operator.cloudrun import CloudRunServices
 from tgi_operator.conditions import short_revision
@@ -179,14 +178,6 @@ async def reconcile(
     `record_intent`: writes the status that names the service before it is created, and the pass goes on to create
     it (without it, the pass ends there and asks for the next one at once).
     Transient cloud errors do not raise: they come back in `Outcome.transient`, with the status to record."""
-    outcome = await _pass(obj, adapters, settings, now=now, redeploy_failed=redeploy_failed,
-                          record_intent=record_intent)
-    metrics.record_cost(obj.namespace, obj.name, outcome.status.cost)
-    return outcome
-
-
-async def _pass(obj: ObjectRef, adapters: Adapters, settings: Settings, *, now: str, redeploy_failed: bool,
-                record_intent: RecordIntent | None) -> Outcome:
     previous = TGIServiceStatus.lenient(obj.status)  # a broken status is observed afresh, field by field
     recorded = recorded_target(obj.namespace, obj.name, previous.service_name)
     previous.service_name = recorded.name if recorded else None

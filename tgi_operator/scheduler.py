@@ -23,7 +23,6 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 
-from tgi_operator import metrics
 from tgi_operator.reconcile import ObjectRef, Outcome
 from tgi_operator.settings import Settings
 
@@ -134,7 +133,6 @@ class Scheduler:
 
     def forget(self, key: Key) -> None:
         self.entries.pop(key, None)  # its queued item is skipped
-        metrics.forget_cost(*key)  # its per-object series go with it
 
     def entry(self, ref: ObjectRef) -> Entry:
         """The object's entry, made if the watch has not shown it yet (the finalizer needs its lock)."""

@@ -121,7 +121,10 @@ def test_a_spec_change_is_one_update_and_an_unrelated_label_is_none(operator_sta
                  'tgi_operator_cloud_requests_total{api="run",code="OK",method="UpdateService"}',
                  'tgi_operator_cloud_requests_total{api="run",code="OK",method="GetService"}',
                  'tgi_operator_cloud_request_duration_seconds_count{api="run",method="GetIamPolicy"}',
-                 'tgi_operator_objects{condition="Ready",reason="Ready",status="True"}'):
+                 'tgi_operator_objects{condition="Ready",reason="Ready",status="True"}',
+                 # status.cost per object, read at scrape time (8 vCPU, 32 GiB and an L4 in Tier 1, 3 at most)
+                 f'tgi_operator_estimated_hourly_cost_usd{{bound="max",name="{SEED_NAME}",namespace="{namespace}"}} '
+                 f'{float(second["status"]["cost"]["maximumHourly"])}'):
         assert line in scraped, line
 
     stack.admin.reset_calls()

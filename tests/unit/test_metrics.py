@@ -19,7 +19,7 @@ def test_objects_are_counted_by_condition_status_and_reason_and_broken_statuses_
     statuses = [{"conditions": [READY]}, {"conditions": [READY]}, {"conditions": [DEPLOYING]}, {},
                 {"conditions": "garbage"}, {"conditions": ["garbage"]}]
     registry = CollectorRegistry()
-    registry.register(ObjectsCollector(lambda: statuses, lambda: 3))
+    registry.register(ObjectsCollector(lambda: [("team-m", f"o{i}", s) for i, s in enumerate(statuses)], lambda: 3))
     text = generate_latest(registry).decode()
     assert 'tgi_operator_objects{condition="Ready",reason="Ready",status="True"} 2.0' in text
     assert 'tgi_operator_objects{condition="Ready",reason="Deploying",status="False"} 1.0' in text
@@ -38,23 +38,23 @@ def test_the_result_label_is_controller_runtimes() -> None:
     assert _result(Outcome(TGIServiceStatus(), None, transient=TransientCloudError("UNAVAILABLE", "x"))) == "error"
 
 
-def test_each_objects_estimated_cost_is_exported_until_it_is_gone() -> None:
-    from prometheus_client import REGISTRY
+def test_each_objects_estimated_cost_is_exported_while_it_is_known() -> None:
+    objects = [
+        ("team-m", "llama", {"cost": {"currency": "USD", "instanceHourly": "1.42", "minimumHourly": "0.00",
+                                      "maximumHourly": "4.26"}}),
+        ("team-m", "unpriced", {"cost": {"currency": "USD", "basis": "no price for nvidia-rtx-pro-6000"}}),
+        ("team-m", "euro", {"cost": {"currency": "EUR", "maximumHourly": "3.00"}}),  # the metric is in USD
+        ("team-m", "broken", {"cost": {"currency": "USD", "maximumHourly": "a lot"}}),
+        ("team-m", "none", {}),
+    ]
+    registry = CollectorRegistry()
+    registry.register(ObjectsCollector(lambda: objects, lambda: 0))
 
-    from tgi_operator.metrics import forget_cost, record_cost
-    from tgi_operator.models import CostStatus
+    def sample(name: str, bound: str) -> float | None:
+        return registry.get_sample_value("tgi_operator_estimated_hourly_cost_usd",
+                                         {"namespace": "team-m", "name": name, "bound": bound})
 
-    def sample(bound: str) -> float | None:
-        return REGISTRY.get_sample_value("tgi_operator_estimated_hourly_cost_usd",
-                                         {"namespace": "team-m", "name": "llama", "bound": bound})
-
-    record_cost("team-m", "llama", CostStatus(currency="USD", instance_hourly="1.42", minimum_hourly="0.00",
-                                              maximum_hourly="4.26"))
-    assert (sample("instance"), sample("min"), sample("max")) == (1.42, 0.0, 4.26)
-    record_cost("team-m", "llama", CostStatus(currency="USD", basis="no price for nvidia-rtx-pro-6000"))
-    assert sample("max") is None  # no estimate: no series
-    record_cost("team-m", "llama", CostStatus(currency="EUR", maximum_hourly="3.00"))
-    assert sample("max") is None  # the metric is in USD: another currency is not exported under its name
-    record_cost("team-m", "llama", CostStatus(currency="USD", maximum_hourly="4.26"))
-    forget_cost("team-m", "llama")
-    assert sample("max") is None
+    assert (sample("llama", "instance"), sample("llama", "min"), sample("llama", "max")) == (1.42, 0.0, 4.26)
+    assert [sample(name, "max") for name in ("unpriced", "euro", "broken", "none")] == [None] * 4
+    objects.pop(0)  # gone from the operator's view: gone from the next scrape
+    assert sample("llama", "max") is None
