@@ -207,29 +207,28 @@ def add_admin_routes(app: web.Application, emulator: Emulator) -> None:
         state.save()
         return web.json_response(state.quotas.to_json())
 
+    def replace_set(table: dict[str, set[str]], key: str, values: list[str], label: str) -> web.Response:
+        """`table[key]` becomes `values` (none: the key goes), saved; answers the whole table under `label`."""
+        if values:
+            table[key] = set(values)
+        else:
+            table.pop(key, None)
+        state.save()
+        return web.json_response({label: {k: sorted(v) for k, v in table.items()}})
+
     async def get_roles(request: web.Request) -> web.Response:
         return web.json_response({"projectRoles": {e: sorted(r) for e, r in state.project_roles.items()}})
 
     async def put_roles(request: web.Request) -> web.Response:
         body: ProjectRolesBody = await _body(request, ProjectRolesBody)
-        if body.roles:
-            state.project_roles[body.email] = set(body.roles)
-        else:
-            state.project_roles.pop(body.email, None)
-        state.save()
-        return await get_roles(request)
+        return replace_set(state.project_roles, body.email, body.roles, "projectRoles")
 
     async def get_secret_accessors(request: web.Request) -> web.Response:
         return web.json_response({"secretAccessors": {k: sorted(m) for k, m in state.secret_accessors.items()}})
 
     async def put_secret_accessors(request: web.Request) -> web.Response:
         body: SecretAccessorsBody = await _body(request, SecretAccessorsBody)
-        if body.accounts:
-            state.secret_accessors[body.secret] = set(body.accounts)
-        else:
-            state.secret_accessors.pop(body.secret, None)
-        state.save()
-        return await get_secret_accessors(request)
+        return replace_set(state.secret_accessors, body.secret, body.accounts, "secretAccessors")
 
     async def mint_token(request: web.Request) -> web.Response:
         body: TokenBody = await _body(request, TokenBody)
