@@ -65,7 +65,7 @@ metrics.watch_objects(metrics.ObjectsCollector(
     lambda: RUNTIME.scheduler.due_now() if hasattr(RUNTIME, "scheduler") else 0))
 
 
-def _login(settings: kopf.OperatorSettings, logger: logging.Logger | logging.LoggerAdapter[Any]) -> kopf.ConnectionInfo | None:
+def login(settings: kopf.OperatorSettings, logger: logging.Logger | logging.LoggerAdapter[Any]) -> kopf.ConnectionInfo | None:
     """kopf's own choice of login, in its order: the `kubernetes` client's loader when installed (it knows exec
     plugins and in-cluster tokens), else kopf's service-account and kubeconfig readers."""
     if importlib.util.find_spec("kubernetes") is not None:
@@ -76,10 +76,10 @@ def _login(settings: kopf.OperatorSettings, logger: logging.Logger | logging.Log
 @kopf.on.login()
 def authenticate(settings: kopf.OperatorSettings, logger: kopf.Logger, **_: Any) -> kopf.ConnectionInfo | None:
     """kopf's usual login, kept for the status writer too (renewed whenever kopf logs in again)."""
-    credentials = _login(settings, logger)
+    credentials = login(settings, logger)
     if credentials is not None:
         if RUNTIME.writer is None:
-            RUNTIME.writer = StatusWriter(KubeSession(credentials, relogin=lambda: _login(settings, logger),
+            RUNTIME.writer = StatusWriter(KubeSession(credentials, relogin=lambda: login(settings, logger),
                                                       connections=CONFIG.max_concurrent_passes))
         else:
             RUNTIME.writer.session.renew(credentials)

@@ -22,6 +22,7 @@ import re
 import time
 from collections import OrderedDict
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from huggingface_hub import HfApi, constants, hf_hub_url
 from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RemoteEntryNotFoundError, RepositoryNotFoundError, \
@@ -32,6 +33,7 @@ from tgi_operator import __version__
 from tgi_operator.preflight import ModelFacts
 
 COMMIT = re.compile(r"^[0-9a-f]{40}$")
+CREDENTIALS_IN_URL = re.compile(r"://[^/@\s]+@")
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 USER_AGENT = {"library_name": "tgi-operator", "library_version": __version__}
 
@@ -78,15 +80,15 @@ class ModelHub:
         return await asyncio.shield(asking)  # a caller that gives up does not cancel the others' request
 
     async def _ask(self, base: str, model_id: str, revision: str | None, timeout: float) -> ModelFacts:
-        api = HfApi(endpoint=base, token=False, **USER_AGENT)
         until, why = self._down.get(base, (0.0, ""))
         if time.monotonic() < until:
             raise HubUnreachable(why)
+        api = HfApi(endpoint=base, token=False, **USER_AGENT)
         try:
             facts = await asyncio.wait_for(asyncio.to_thread(self._lookup, api, base, model_id, revision, timeout),
                                            timeout * 3)  # model_info, then config.json: each bounded by `timeout`
         except (asyncio.TimeoutError, HubUnreachable) as exc:
-            why = str(exc) if isinstance(exc, HubUnreachable) else f"{base} did not answer within {timeout * 3:g} s"
+            why = str(exc) if isinstance(exc, HubUnreachable) else f"{shown(base)} did not answer within {timeout * 3:g} s"
             self._down[base] = (time.monotonic() + self._quiet_seconds, why)
             raise HubUnreachable(why) from None
         self._down.pop(base, None)
@@ -107,13 +109,19 @@ class ModelHub:
             model_id=model_id, revision=sha, gated=info.gated or None,
             parameters=dict(info.safetensors.parameters) if info.safetensors else {},
             weight_file_bytes=_weight_file_bytes(info.siblings or []),
-            config=_asked(lambda: _config(api, model_id, sha, timeout)), hub=base,
+            config=_asked(lambda: _config(api, model_id, sha, timeout)), hub=shown(base),
         )
 
 
 def base_url(endpoint: str | None) -> str:
     """The Hub the client talks to: `endpoint`, else HF_ENDPOINT, else https://huggingface.co."""
     return (endpoint or constants.ENDPOINT).rstrip("/")
+
+
+def shown(url: str) -> str:
+    """`url` without a user and password (a mirror's URL may carry them): what messages, events and the status say."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2])) if "@" in parts.netloc else url
 
 
 def _config(api: HfApi, model_id: str, sha: str, timeout: float) -> dict[str, Any] | None:
@@ -157,7 +165,8 @@ def _weight_file_bytes(siblings: list[Any]) -> int | None:
 
 
 def _first_line(exc: BaseException) -> str:
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip() and not line.startswith("(Request ID")]
+    text = CREDENTIALS_IN_URL.sub("://", str(exc))  # huggingface_hub's messages end with the URL it asked
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("(Request ID")]
     return " ".join(lines[:2])[:300] or type(exc).__name__
 
 

@@ -26,7 +26,7 @@ import kopf
 from aiohttp import web
 
 from tgi_operator import logredact, metrics
-from tgi_operator.handlers import CONFIG, RUNTIME, _login
+from tgi_operator.handlers import CONFIG, RUNTIME, login
 from tgi_operator.kubeapi import KubeSession
 from tgi_operator.leader import LeaseElector, LeaseTiming
 from tgi_operator.shard import NamespaceShard
@@ -86,10 +86,10 @@ async def operate(options: RunOptions) -> None:
     identity = RUNTIME.identity = instance_identity()
     session = None
     if options.leader_elect or CONFIG.namespace_selector:
-        credentials = await asyncio.to_thread(_login, kopf.OperatorSettings(), log)
+        credentials = await asyncio.to_thread(login, kopf.OperatorSettings(), log)
         if credentials is None:
             raise SystemExit("cannot log in to the Kubernetes API (no kubeconfig, no service account)")
-        session = KubeSession(credentials, relogin=lambda: _login(kopf.OperatorSettings(), log), connections=2)
+        session = KubeSession(credentials, relogin=lambda: login(kopf.OperatorSettings(), log), connections=2)
     elector = _elector(session, identity) if options.leader_elect and session else None
     try:
         if elector is not None:

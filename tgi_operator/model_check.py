@@ -5,7 +5,7 @@ resync costs the Hub nothing, after an operator restart too."""
 from __future__ import annotations
 
 from tgi_operator import preflight
-from tgi_operator.hub import HubUnreachable, ModelHub, ModelNotFound, RevisionNotFound, base_url
+from tgi_operator.hub import HubUnreachable, ModelHub, ModelNotFound, RevisionNotFound, base_url, shown
 from tgi_operator.models import PreflightStatus, TGIServiceSpec
 from tgi_operator.settings import Settings
 
@@ -23,7 +23,7 @@ async def check_model(spec: TGIServiceSpec, generation: int, previous: Preflight
         facts = await hub.facts(spec.model.id, spec.model.revision, endpoint=settings.hf_endpoint,
                                 timeout=settings.hf_timeout_seconds)
     except ModelNotFound:
-        return preflight.model_not_found(spec, base_url(settings.hf_endpoint))
+        return preflight.model_not_found(spec, shown(base_url(settings.hf_endpoint)))
     except RevisionNotFound:
         return preflight.revision_not_found(spec)
     except HubUnreachable as exc:

@@ -32,3 +32,19 @@ def test_the_endpoint_is_the_settings_else_huggingface_hubs_own(monkeypatch: pyt
 
     monkeypatch.setattr(constants, "ENDPOINT", "https://hub.example")  # HF_ENDPOINT, as huggingface_hub read it
     assert base_url(None) == "https://hub.example"
+
+
+def test_a_mirrors_credentials_never_reach_a_message() -> None:
+    from tgi_operator.hub import _first_line, shown
+
+    assert shown("https://bob:s3cret@mirror.example.com:8443/hf") == "https://mirror.example.com:8443/hf"
+    assert shown("https://huggingface.co") == "https://huggingface.co"
+    said = _first_line(RuntimeError("404 Client Error.\nfor url: https://bob:s3cret@mirror.example.com/api/models/x"))
+    assert "s3cret" not in said and "bob" not in said and "mirror.example.com/api/models/x" in said
+
+
+async def test_an_unreachable_mirror_is_named_without_its_credentials() -> None:
+    endpoint = nowhere().replace("http://", "http://bob:s3cret@")
+    with pytest.raises(HubUnreachable) as refused:
+        await ModelHub().facts("org/model", None, endpoint=endpoint, timeout=2)
+    assert "s3cret" not in str(refused.value)

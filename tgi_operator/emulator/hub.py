@@ -52,10 +52,8 @@ class HubModel:
         return (json.dumps(self.config, indent=2) + "\n").encode()
 
     def file(self, name: str) -> bytes | None:
-        """A file's content: config.json has one; other files exist but are not served (None: unknown)."""
-        if name == "config.json":
-            return self.config_bytes
-        return b"" if name in self.files else None
+        """config.json's content; None for any other file (see `resolve`: listed ones are refused, not faked)."""
+        return self.config_bytes if name == "config.json" else None
 
     def info(self, with_sizes: bool) -> dict[str, Any]:
         sizes = {"config.json": len(self.config_bytes), **self.files}
@@ -128,6 +126,9 @@ class HubStandIn:
             return self._record(request, _error(401, "GatedRepo", f"Access to model {model.id} is restricted. You must "
                                                 "have access to it and be authenticated to access it. Please log in."))
         content = model.file(filename)
+        if content is None and filename in model.files:  # listed, but the stand-in has no bytes for it: say so
+            return self._record(request, _error(501, "NotServed", f"the emulator's Hub serves config.json only, not "
+                                                 f"{filename}"))
         if content is None:
             response = _error(404, "EntryNotFound", "Entry not found")
             response.headers["X-Repo-Commit"] = model.sha

@@ -12,7 +12,8 @@ The project is named by its number there. Who may read: the account granted on t
 /secret-accessors), or holding a project role that includes secretmanager.versions.access. roles/editor does not
 ("Editor ... does not include ... accessing secret payloads"; cloud.google.com/secret-manager/docs/access-control).
 Nobody else, by default: the stricter answer. Whether the secret exists is not modelled (a missing secret reads
-as a refused one to a caller that may not list it).
+as a refused one to a caller that may not list it), nor are secrets mounted as volumes (the operator renders env
+secrets only).
 """
 
 from __future__ import annotations
@@ -42,8 +43,8 @@ def refused_secrets(project: str, template: run_v2.RevisionTemplate, may_read: C
             ref = env.value_source.secret_key_ref if "value_source" in env else None
             if ref is None or not ref.secret or may_read(secret_name(project, ref.secret), account):
                 continue
-            _, _, secret_id = secret_name(project, ref.secret).rpartition("/secrets/")
-            shown = f"projects/{rules.project_number(project)}/secrets/{secret_id}/versions/{ref.version or 'latest'}"
+            owner, _, secret_id = secret_name(project, ref.secret).removeprefix("projects/").partition("/secrets/")
+            shown = f"projects/{rules.project_number(owner)}/secrets/{secret_id}/versions/{ref.version or 'latest'}"
             lines.append(f"spec.template.spec.containers[{c}].env[{e}].value_from.secret_key_ref.name: Permission "
                          f"denied on secret: {shown} for Revision service account {account}. {GRANT_HINT}")
     return lines
