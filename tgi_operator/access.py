@@ -56,16 +56,18 @@ class Access:
 
 async def apply_invokers(
     namespace: str, name: str, spec: TGIServiceSpec, where: Target, recorded_annotation: str | None,
-    had_invoker_account: bool, services: CloudRunServices, accounts: ServiceAccounts,
+    had_invoker_account: bool, services: CloudRunServices, accounts: ServiceAccounts, *, new_service: bool = False,
 ) -> Access:
     """Revoke the members this object dropped, then grant the ones it wants; create or delete its invoker account.
     `recorded_annotation`: the members this object granted (kept on the service); `had_invoker_account`: the
-    status says this object made its invoker account."""
+    status says this object made its invoker account; `new_service`: this pass created the service, so its invoker
+    account is new too and is created without a read first."""
     recorded = parse_members(recorded_annotation)
     desired = set(invoker_members(namespace, name, spec, where.project))
     sa_email = invoker_service_account(namespace, name, where.project)
     sa_member = f"serviceAccount:{sa_email}"
-    if sa_member in desired and await ensure_invoker_account(namespace, name, where.project, sa_email, accounts):
+    if sa_member in desired and await ensure_invoker_account(namespace, name, where.project, sa_email, accounts,
+                                                             create_first=new_service):
         raise InvokerAccountCreated("ACCOUNT_PROPAGATING", f"created the invoker service account {sa_email}; IAM "
                                     "lets it be bound only after it has propagated: binding it in the next pass",
                                     retry_after=NEW_ACCOUNT_BIND_DELAY, email=sa_email)
@@ -120,19 +122,23 @@ async def find_account(accounts: ServiceAccounts, project: str, email: str) -> i
         raise
 
 
-async def ensure_invoker_account(namespace: str, name: str, project: str, email: str, accounts: ServiceAccounts) -> bool:
+async def ensure_invoker_account(namespace: str, name: str, project: str, email: str, accounts: ServiceAccounts,
+                                 *, create_first: bool = False) -> bool:
     """Get-or-create (a read per pass, a write only when IAM does not show it); True when this call created it. An
-    account with this id that lacks our description was made by someone else: never used, never deleted."""
+    account with this id that lacks our description was made by someone else: never used, never deleted.
+    `create_first`: the account is expected not to exist (a new object), so no read: a read of a missing account only
+    answers 403, and ALREADY_EXISTS leads to the same judgement as a read."""
     description = invoker_account_description(namespace, name)
-    found = await find_account(accounts, project, email)
+    found = None if create_first else await find_account(accounts, project, email)
     if found is None:
         try:
             await accounts.create(project, invoker_account_id(namespace, name),
                                   invoker_account_display_name(namespace, name), description)
             return True
         except PermanentCloudError as exc:
-            if exc.code == "ALREADY_EXISTS":
-                found = await _existing_account(accounts, project, email, exc)
+            if exc.code == "ALREADY_EXISTS":  # read as a pass that reads first would have (a 403 then is no proof)
+                found = (create_first and await find_account(accounts, project, email)) \
+                    or await _existing_account(accounts, project, email, exc)
             elif exc.code == "PERMISSION_DENIED" and exc.reason != "ApiNotEnabled":
                 raise Stall("PermissionDenied", f"the operator may not create the invoker service account {email} "
                             f"(access.createInvokerServiceAccount): grant it roles/iam.serviceAccountAdmin on project "

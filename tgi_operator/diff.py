@@ -9,6 +9,7 @@ freshly read service that matches the spec yields no difference and causes no wr
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from google.cloud import run_v2
@@ -77,19 +78,27 @@ def _owned_keys(desired, observed) -> list[str]:
     return sorted(set(desired) | {k for k in observed if k.startswith(OWNED_ANNOTATION_PREFIX)})
 
 
-def owned_fields(service: run_v2.Service, desired: run_v2.Service) -> dict[str, Any]:
-    """The fields the operator owns, flattened to comparable values. Labels and annotations: only the keys
-    the desired service sets (others belong to whoever added them)."""
+OwnedKeys = tuple[Iterable[str], Iterable[str], Iterable[str]]  # the label, annotation and template label keys
+
+
+def owned_keys(desired: run_v2.Service) -> OwnedKeys:
+    return desired.labels, desired.annotations, desired.template.labels
+
+
+def owned_fields(service: run_v2.Service, keys: OwnedKeys) -> dict[str, Any]:
+    """The fields the operator owns, flattened to comparable values. Labels and annotations: only the `keys` the
+    desired service sets (others belong to whoever added them)."""
+    label_keys, annotation_keys, template_label_keys = keys
     container, template = _container(service), service.template
     return {
-        "labels": {k: service.labels.get(k) for k in desired.labels},
-        "annotations": {k: service.annotations.get(k) for k in _owned_keys(desired.annotations, service.annotations)},
+        "labels": {k: service.labels.get(k) for k in label_keys},
+        "annotations": {k: service.annotations.get(k) for k in _owned_keys(annotation_keys, service.annotations)},
         "description": service.description,
         "ingress": service.ingress,
         "invokerIamDisabled": service.invoker_iam_disabled,
         "scaling": _scaling(service),
         "template.containers": len(template.containers),
-        "template.labels": {k: template.labels.get(k) for k in desired.template.labels},
+        "template.labels": {k: template.labels.get(k) for k in template_label_keys},
         "template.scaling.minInstanceCount": template.scaling.min_instance_count,
         "template.scaling.maxInstanceCount": template.scaling.max_instance_count,
         "template.maxInstanceRequestConcurrency": template.max_instance_request_concurrency,
@@ -107,13 +116,17 @@ def owned_fields(service: run_v2.Service, desired: run_v2.Service) -> dict[str, 
     }
 
 
-def diff(desired: run_v2.Service, observed: run_v2.Service, wanted: dict[str, Any] | None = None) -> list[str]:
-    """The owned fields whose observed value differs from the desired one (empty: nothing to update); `wanted`:
-    the desired service's own owned fields, when already at hand."""
-    want, have = wanted if wanted is not None else owned_fields(desired, desired), owned_fields(observed, desired)
-    changed = [field for field, value in want.items() if have[field] != value]
+def diff(desired: run_v2.Service, observed: run_v2.Service) -> list[str]:
+    """The owned fields whose observed value differs from the desired one (empty: nothing to update)."""
+    return changes(owned_fields(desired, owned_keys(desired)), desired.template.service_account, observed)
+
+
+def changes(wanted: dict[str, Any], service_account: str, observed: run_v2.Service) -> list[str]:
+    """diff() from what it needs of the desired service: its owned fields (`wanted`) and its runtime identity."""
+    have = owned_fields(observed, (wanted["labels"], wanted["annotations"], wanted["template.labels"]))
+    changed = [field for field, value in wanted.items() if have[field] != value]
     # An unset runtime identity means "Cloud Run's default", which the server fills in.
-    if desired.template.service_account and observed.template.service_account != desired.template.service_account:
+    if service_account and observed.template.service_account != service_account:
         changed.append("template.serviceAccount")
     return changed
 

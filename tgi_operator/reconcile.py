@@ -20,8 +20,8 @@ from tgi_operator.access import Access, InvokerAccountCreated, apply_invokers, r
 from tgi_operator.cloudrun import CloudRunServices
 from tgi_operator.conditions import short_revision
 from tgi_operator.cost import PricingError, cost_status, hourly_cost, load_pricing
-from tgi_operator.desired import desired_service, parsed_spec, spec_key
-from tgi_operator.diff import claimed, diff, merge_for_update, with_annotation
+from tgi_operator.desired import Desired, desired_service, parsed_spec, spec_key
+from tgi_operator.diff import claimed, merge_for_update, with_annotation
 from tgi_operator.errors import PermanentCloudError, Stall, TransientCloudError
 from tgi_operator.hub import ModelHub
 from tgi_operator.iam import ServiceAccounts
@@ -210,9 +210,14 @@ async def reconcile(
             status.conditions = cond.conditions(assessment, obj.generation, previous.conditions, now)
             return Outcome(status, assessment, events)
         note = verdict.note if verdict else None
-        desired, wanted = desired_service(obj.namespace, obj.name, obj.uid, spec_key(obj.spec), where,
-                                          settings.cluster_name, refused_public)
-        observed, adopting = await _observe(obj, where, adapters.services, settings, previous.service_name)
+        desired = desired_service(obj.namespace, obj.name, obj.uid, spec_key(obj.spec), where, settings.cluster_name,
+                                  refused_public)
+        if previous.service_name is None:
+            # Nothing recorded: a new object. No read first, the create tells: its ALREADY_EXISTS (a lost status, a
+            # service someone else made) sends the next pass to read and judge the service. One call fewer per object.
+            observed, adopting = None, False
+        else:
+            observed, adopting = await _observe(obj, where, adapters.services, settings, previous.service_name)
         if observed is None and previous.service_name != where.name:
             # Write the intent down before acting: whatever happens next, deletion knows what to clean up. The
             # first status already says Reconciling, so no reader takes a new object for a finished one.
@@ -237,10 +242,10 @@ async def reconcile(
             events.append(adopted)
         access = await apply_invokers(
             obj.namespace, obj.name, spec, where, observed.annotations.get(INVOKERS_ANNOTATION) if observed else None,
-            bool(previous.invoker_service_account), adapters.services, adapters.accounts)
+            bool(previous.invoker_service_account), adapters.services, adapters.accounts, new_service=observed is None)
         status.invoker_service_account = access.invoker_service_account
         if observed is not None:
-            wrote, updates = await _update(observed, desired, wanted, adapters.services, settings, redeploy_failed)
+            wrote, updates = await _update(observed, desired, adapters.services, settings, redeploy_failed)
             events += updates
         service = observed  # after a write it is Deploying whatever a read says: the next pass reads it
         if not wrote and _serving(service) and settings.model_probe and not suspended:
@@ -320,16 +325,16 @@ async def _observe(
 
 
 async def _adopt(
-    obj: ObjectRef, where: Target, observed: run_v2.Service, desired: run_v2.Service, services: CloudRunServices
+    obj: ObjectRef, where: Target, observed: run_v2.Service, desired: Desired, services: CloudRunServices
 ) -> tuple[run_v2.Service, Event]:
     """Take a service over, as asked: mark it ours (labels, uid) in one metadata-only update whose record of granted
     members includes every invoker it holds, so the ones the spec does not list are revoked now or, should this pass
     fail, by the next one. Announced once: from then on the service is plainly ours."""
     held = invoker_members_of(await services.get_iam_policy(where.name))
-    wanted = parse_members(desired.annotations.get(INVOKERS_ANNOTATION))
+    wanted = parse_members(desired.invokers)
     record = ",".join(sorted(held | wanted | parse_members(observed.annotations.get(INVOKERS_ANNOTATION))))
-    marks = {k: v for k, v in desired.annotations.items() if k == OWNER_UID_ANNOTATION}
-    await services.update(claimed(observed, dict(desired.labels), {**marks, **({INVOKERS_ANNOTATION: record} if record else {})}))
+    marks = {k: v for k, v in desired.wanted["annotations"].items() if k == OWNER_UID_ANNOTATION}
+    await services.update(claimed(observed, desired.wanted["labels"], {**marks, **({INVOKERS_ANNOTATION: record} if record else {})}))
     dropped = sorted(held - wanted)
     members = f"its invoker members not in the spec are revoked: {', '.join(dropped)}" if dropped else \
         "it had no invoker members beyond the spec's"
@@ -339,42 +344,41 @@ async def _adopt(
 
 
 async def _record_invokers(
-    observed: run_v2.Service, desired: run_v2.Service, services: CloudRunServices
+    observed: run_v2.Service, desired: Desired, services: CloudRunServices
 ) -> run_v2.Service:
     """Grow the record of granted members *before* granting them (a metadata-only update, no new revision), so a
     grant is always revocable later, whatever fails in between. It shrinks with the service update, after IAM."""
     recorded = parse_members(observed.annotations.get(INVOKERS_ANNOTATION))
-    wanted = parse_members(desired.annotations.get(INVOKERS_ANNOTATION))
+    wanted = parse_members(desired.invokers)
     if wanted <= recorded:
         return observed
     await services.update(with_annotation(observed, INVOKERS_ANNOTATION, ",".join(sorted(recorded | wanted))))
     return await services.get(observed.name) or observed
 
 
-async def _create(where: Target, desired: run_v2.Service, services: CloudRunServices) -> None:
+async def _create(where: Target, desired: Desired, services: CloudRunServices) -> None:
     log.info("creating Cloud Run service %s", where.name)
     try:
-        await services.create(where.parent, where.service_id, desired)
+        await services.create(where.parent, where.service_id, desired.service())
     except PermanentCloudError as exc:
         if exc.code != "ALREADY_EXISTS":
             raise
-        # Created since we looked (a previous operator life, or someone else): the next pass judges that one.
-        raise TransientCloudError(exc.code, f"{where.name} appeared while being created; looking again",
+        # Made before this pass (a lost status, a previous operator life, someone else): the next pass judges it.
+        raise TransientCloudError(exc.code, f"{where.name} exists already; looking at it",
                                   retry_after=1.0) from exc
 
 
 async def _update(
-    observed: run_v2.Service, desired: run_v2.Service, wanted: dict[str, Any], services: CloudRunServices,
-    settings: Settings, redeploy_failed: bool,
+    observed: run_v2.Service, desired: Desired, services: CloudRunServices, settings: Settings, redeploy_failed: bool,
 ) -> tuple[bool, list[Event]]:
-    changed = diff(desired, observed, wanted)
+    changed = desired.changes(observed)
     if changed:
         log.info("updating Cloud Run service %s: %s", observed.name, ", ".join(changed))
-        await services.update(merge_for_update(desired, observed))
+        await services.update(merge_for_update(desired.service(), observed))
         return True, [Event("Normal", "Updating", f"updating {', '.join(changed)}")]
     attempt = int(observed.template.annotations.get(RETRY_ANNOTATION, "0")) + 1
     if redeploy_failed and _failed(observed) and attempt <= settings.max_redeploys:
-        update = merge_for_update(desired, observed)
+        update = merge_for_update(desired.service(), observed)
         update.template.annotations[RETRY_ANNOTATION] = str(attempt)
         await services.update(update)
         return True, [Event("Normal", "Redeploying",

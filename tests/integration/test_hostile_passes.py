@@ -142,11 +142,18 @@ async def test_a_first_version_service_whose_status_was_lost_is_found_not_duplic
 
 
 async def test_a_new_object_costs_no_read_of_a_first_version_id(adapters: Adapters, admin: AdminApi) -> None:
-    """Only an object an earlier version handled can own a first-version service: a new one's first pass reads
-    its own id once, and nothing else."""
+    """Only an object an earlier version handled can own a first-version service: a new one's first pass reads no
+    service at all (nothing recorded: its create tells whether the id is taken)."""
     admin.reset_calls()
-    first = await reconcile(ref({}), adapters, SETTINGS, now=NOW)
-    assert first.again
-    gets = admin.calls().get("google.cloud.run.v2.Services/GetService", {})
-    assert sum(gets.values()) == 1, gets
+    recorded: list[dict] = []
+
+    async def record_intent(status) -> bool:  # as the handler does: the status naming the service, then the create
+        recorded.append(status.to_k8s())
+        return True
+
+    first = await reconcile(ref({}), adapters, SETTINGS, now=NOW, record_intent=record_intent)
+    assert [r["serviceName"] for r in recorded] == [first.status.service_name]
+    calls = admin.calls()
+    assert "google.cloud.run.v2.Services/GetService" not in calls, calls
+    assert sum(calls["google.cloud.run.v2.Services/CreateService"].values()) == 1, calls
     await finalize_until_gone(ref(first.status.to_k8s()), adapters)

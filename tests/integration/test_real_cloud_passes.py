@@ -65,8 +65,8 @@ async def test_the_pass_that_creates_the_account_binds_nothing_yet_but_records_i
 async def test_an_account_that_propagates_between_the_read_and_the_list_is_used_not_refused(
     adapters: Adapters, admin: AdminApi
 ) -> None:
-    # A crash after the create: the account is there; the pass's first read still says 403 (propagating), the create
-    # says ALREADY_EXISTS and by the time of the list it is visible. The read asked again finds it: no Stall.
+    # A crash after the create: the account is there. The create says ALREADY_EXISTS, the read after it still says
+    # 403 (propagating), and by the time of the list it is visible. The read asked again finds it: no Stall.
     admin.set_iam_propagation_seconds(0.0)
     await adapters.accounts.create(PROJECT, invoker_account_id("team-a", "llama"), "Invoker of team-a/llama",
                                    "Created by tgi-operator to call TGIService team-a/llama")
