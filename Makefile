@@ -49,7 +49,9 @@ test-unit: venv  ## pure-function tests only (no control plane)
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
 
 bench: venv testenv  ## N=100,300,1000 TGIServices: ramp vs a floor, steady-state calls, CPU, RSS (BENCH_ARGS="--objects 20,50")
-	KUBEBUILDER_ASSETS="$$(bash hack/build-testenv.sh)" $(BIN)/python benchmarks/scale.py $(BENCH_ARGS)
+	KUBEBUILDER_ASSETS="$$(bash hack/build-testenv.sh)" \
+	  TGI_RUNTIME_PYTHON="$$(PYTHON=$(BIN)/python bash hack/build-runtime-venv.sh)" \
+	  $(BIN)/python benchmarks/scale.py $(BENCH_ARGS)
 
 crd: venv  ## regenerate the committed CRD from the pydantic models (and the Helm chart's copy of the API)
 	$(BIN)/tgi-operator crd --output crds/tgiservices.tgi-operator.dev.yaml

@@ -29,13 +29,14 @@ def cpu_seconds(pid: int) -> float:
 
 
 def memory_mib(pid: int) -> dict[str, float]:
-    """VmRSS (now) and VmHWM (the peak RSS over the process's life), in MiB."""
+    """VmRSS (now) and VmHWM (the peak RSS over the process's life), in MiB; and RssAnon, the part of RSS that is the
+    process's own memory (the rest is shared libraries' pages: how many are mapped depends on the page cache)."""
     values = {}
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         key, _, rest = line.partition(":")
-        if key in ("VmRSS", "VmHWM"):
+        if key in ("VmRSS", "VmHWM", "RssAnon"):
             values[key] = round(int(rest.split()[0]) / 1024, 1)  # proc(5) gives KiB
-    return {"rss": values["VmRSS"], "peak": values["VmHWM"]}
+    return {"rss": values["VmRSS"], "peak": values["VmHWM"], "anon": values["RssAnon"]}
 
 
 def cpu_by_process(pids: dict[str, int]) -> dict[str, float]:

@@ -141,6 +141,13 @@ def _cloud_calls_in_ramp(run: Run) -> str:
     return f"{sum(per.values()):.1f} ({sum(_get(run, 'ramp', 'cloud_calls_failed').values())})"
 
 
+def _cpu_in_floor(run: Run) -> str:
+    cpu = _get(run, "floor", "cpu_seconds")
+    if not cpu:
+        return "—"
+    return _joined(*(cpu.get(p) for p in ("kube-apiserver", "etcd", "benchmark")), digits=1)
+
+
 def _cpu_during_ramp(run: Run) -> str:
     cpu = _get(run, "ramp", "cpu_seconds")
     if not cpu:
@@ -173,7 +180,8 @@ class Row:
 
 
 ROWS = (
-    Row("floor: N creates + 2N status patches", _floor_seconds),
+    Row("floor: N creates + 2N status patches (faster of 2 runs)", _floor_seconds),
+    Row("CPU s in floor: apiserver / etcd / client", _cpu_in_floor),
     Row("operator: all N Ready (first one Ready)", _ramp_seconds),
     Row("operator / floor", lambda r: _num(_get(r, "ramp", "ratio_to_floor"), 2, "x"), "ready_within_3x_floor"),
     Row("went back from Ready, nothing changed", lambda r: _num(_get(r, "ready_regressions", "count")),
@@ -200,6 +208,8 @@ ROWS = (
     Row("RSS idle / peak (MiB)",
         lambda r: _joined(_get(r, "steady", "rss_idle_mib"), _get(r, "operator_rss_peak_mib"), digits=0), "rss_idle"),
     Row("RSS of the operator with no object / per object at idle (KiB)", _memory_split),
+    Row("RSS idle, the process's own (anonymous): no object / N objects (MiB)",
+        lambda r: _joined(_get(r, "empty_operator", "rss_anon_mib"), _get(r, "steady", "rss_idle_anon_mib"), digits=0)),
     Row("spec change → Ready (after the cloud settled)", _spec_change, "spec_change_within_3s_of_settle"),
     Row("CPU s in ramp: operator / emulator / apiserver / etcd", _cpu_during_ramp),
 )
@@ -220,7 +230,8 @@ def _settings_line(runs: list[Run]) -> str:
     resyncs = ", ".join(f"N={r['objects']}: {r['resync_seconds']:g} s x {r['resyncs']}" for r in runs)
     first = runs[0]
     return (f"resync (bench): {resyncs}; cloud settles in {first['reconcile_seconds']:g} s (new service accounts "
-            f"invisible for {first['iam_propagation_seconds']:g} s); writers at once: {first['concurrency']}")
+            f"invisible for {first['iam_propagation_seconds']:g} s); writers at once: {first['concurrency']}; "
+            f"the operator's packages: {first.get('operator_packages', 'dev venv')}")
 
 
 def machine_line(machine: dict[str, Any]) -> str:
