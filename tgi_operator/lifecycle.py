@@ -29,6 +29,7 @@ from tgi_operator import logredact, metrics
 from tgi_operator.handlers import CONFIG, RUNTIME, login
 from tgi_operator.kubeapi import KubeSession
 from tgi_operator.leader import LeaseElector, LeaseTiming
+from tgi_operator.memory import release_free_memory_periodically
 from tgi_operator.shard import NamespaceShard
 
 log = logging.getLogger("tgi_operator")
@@ -91,6 +92,7 @@ async def operate(options: RunOptions) -> None:
             raise SystemExit("cannot log in to the Kubernetes API (no kubeconfig, no service account)")
         session = KubeSession(credentials, relogin=lambda: login(kopf.OperatorSettings(), log), connections=2)
     elector = _elector(session, identity) if options.leader_elect and session else None
+    trimming = asyncio.create_task(release_free_memory_periodically())
     try:
         if elector is not None:
             health.ready = elector.can_read
@@ -98,6 +100,7 @@ async def operate(options: RunOptions) -> None:
                 return  # stopped while standing by
         await _run_kopf(options, identity, session, elector, health, stopping)
     finally:
+        trimming.cancel()
         if elector is not None:
             await elector.release()
         if session is not None:
