@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -21,6 +22,7 @@ from google.oauth2 import id_token
 # Renew this long before `exp`, so a token never expires while a long (streamed) request is in flight.
 TOKEN_MARGIN_S = 300
 FALLBACK_LIFETIME_S = 600  # a token without `exp` (never from Google) is still reused briefly
+KEPT_TOKENS = 64
 
 
 class GoogleIdTokens:
@@ -45,30 +47,42 @@ class GoogleIdTokens:
 
 class IdTokenSource:
     """Async access to cached ID tokens; one fetch at a time per audience, so a burst of requests to one service
-    makes one token call, while the tokens of different services are fetched side by side."""
+    makes one token call, while the tokens of different services are fetched side by side. At most `keep` tokens
+    are kept, the least recently used going first: the operator probes each service once per revision, so a token
+    per service ever probed (about 1 KiB each) would only grow with the number of services."""
 
-    def __init__(self, fetch: Callable[[str], str] | None = None, margin_s: float = TOKEN_MARGIN_S) -> None:
+    def __init__(self, fetch: Callable[[str], str] | None = None, margin_s: float = TOKEN_MARGIN_S,
+                 keep: int = KEPT_TOKENS) -> None:
         self._fetch = fetch or GoogleIdTokens()
         self._margin_s = margin_s
-        self._tokens: dict[str, tuple[str, float]] = {}  # audience -> (token, exp as a Unix time)
-        self._locks: dict[str, asyncio.Lock] = {}
+        self._keep = keep
+        self._tokens: OrderedDict[str, tuple[str, float]] = OrderedDict()  # audience -> (token, exp as a Unix time)
+        self._fetching: dict[str, asyncio.Future[str]] = {}  # audience -> the fetch in flight
 
     def _cached(self, audience: str) -> str | None:
         cached = self._tokens.get(audience)
         if cached and cached[1] - self._margin_s > time.time():
+            self._tokens.move_to_end(audience)
             return cached[0]
         return None
 
     async def token(self, audience: str) -> str:
         if (token := self._cached(audience)) is not None:
             return token
-        async with self._locks.setdefault(audience, asyncio.Lock()):
-            if (token := self._cached(audience)) is not None:  # another caller fetched it meanwhile
-                return token
-            token = await asyncio.to_thread(self._fetch, audience)
-            expiry = jwt.decode(token, verify=False).get("exp", time.time() + FALLBACK_LIFETIME_S)
-            self._tokens[audience] = (token, float(expiry))
-            return token
+        fetching = self._fetching.get(audience)
+        if fetching is None:  # the first caller fetches; the others wait for the same result
+            fetching = self._fetching[audience] = asyncio.ensure_future(self._fetch_and_keep(audience))
+            fetching.add_done_callback(lambda _: self._fetching.pop(audience, None))
+        return await asyncio.shield(fetching)
+
+    async def _fetch_and_keep(self, audience: str) -> str:
+        token = await asyncio.to_thread(self._fetch, audience)
+        expiry = jwt.decode(token, verify=False).get("exp", time.time() + FALLBACK_LIFETIME_S)
+        self._tokens[audience] = (token, float(expiry))
+        self._tokens.move_to_end(audience)
+        while len(self._tokens) > self._keep:
+            self._tokens.popitem(last=False)
+        return token
 
     def invalidate(self, audience: str) -> None:
         """Forget the token, e.g. after the service refused it (401/403), so the next call fetches anew."""

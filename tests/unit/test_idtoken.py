@@ -66,3 +66,33 @@ async def test_an_invalidated_token_is_fetched_again() -> None:
     tokens.invalidate("https://svc.a.run.app")
     await tokens.token("https://svc.a.run.app")
     assert fetcher.calls == ["https://svc.a.run.app"] * 2
+
+
+async def test_only_the_most_recently_used_tokens_are_kept() -> None:
+    fetcher = Fetcher()
+    fetcher.release.set()
+    tokens = IdTokenSource(fetch=fetcher, keep=2)
+    for name in ("a", "b", "a", "c"):  # "a" used again before "c" comes: "b" is the least recently used
+        await tokens.token(f"https://{name}.a.run.app")
+    fetcher.calls.clear()
+    await tokens.token("https://a.a.run.app")
+    await tokens.token("https://c.a.run.app")
+    assert fetcher.calls == []
+    await tokens.token("https://b.a.run.app")
+    assert fetcher.calls == ["https://b.a.run.app"]
+
+
+async def test_a_failed_fetch_fails_its_waiters_and_the_next_call_fetches_again() -> None:
+    attempts = []
+
+    def flaky(audience: str) -> str:
+        attempts.append(audience)
+        if len(attempts) == 1:
+            raise OSError("metadata server unreachable")
+        return unsigned_jwt(audience)
+
+    tokens = IdTokenSource(fetch=flaky)
+    results = await asyncio.gather(*(tokens.token("https://svc.a.run.app") for _ in range(3)), return_exceptions=True)
+    assert all(isinstance(r, OSError) for r in results) and len(attempts) == 1
+    assert await tokens.token("https://svc.a.run.app")
+    assert len(attempts) == 2
