@@ -17,6 +17,7 @@ from typing import Any
 from google.cloud import run_v2
 
 from tgi_operator.diff import changes, owned_fields, owned_keys
+from tgi_operator.interning import shared
 from tgi_operator.models import TGIServiceSpec, parse_spec
 from tgi_operator.render import INVOKERS_ANNOTATION, Target, render_service
 
@@ -65,4 +66,4 @@ def desired_service(namespace: str, name: str, uid: str, key: str, where: Target
         spec = spec.model_copy(update={"access": spec.access.model_copy(update={"public": False})})
     args = (namespace, name, spec, where, cluster, uid)
     service = render_service(*args)
-    return Desired(owned_fields(service, owned_keys(service)), service.template.service_account, args)
+    return Desired(shared(owned_fields(service, owned_keys(service))), service.template.service_account, args)
