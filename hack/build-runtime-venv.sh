@@ -13,7 +13,9 @@ if [[ -n "${TGI_RUNTIME_PYTHON:-}" ]]; then
 fi
 lock="$(cd "$(dirname "$0")/.." && pwd)/requirements/image.lock"
 python=${PYTHON:-python3}
-key=$( { "$python" -c 'import sys; print(sys.version)'; cat "$lock"; } | sha256sum | cut -c1-12)
+# Keyed by the interpreter (its real path and version: a reinstalled Python gets a new venv) and the lock.
+key=$( { "$python" -c 'import os, sys; print(os.path.realpath(sys._base_executable), sys.version)'; cat "$lock"; } \
+  | sha256sum | cut -c1-12)
 venv="${TGI_OPERATOR_CACHE:-$HOME/.cache/tgi-operator}/runtime-venv/$key"
 if [[ ! -f "$venv/.complete" ]]; then
   rm -rf "$venv"

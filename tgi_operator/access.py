@@ -60,8 +60,8 @@ async def apply_invokers(
 ) -> Access:
     """Revoke the members this object dropped, then grant the ones it wants; create or delete its invoker account.
     `recorded_annotation`: the members this object granted (kept on the service); `had_invoker_account`: the
-    status says this object made its invoker account; `new_service`: this pass created the service, so its invoker
-    account is new too and is created without a read first."""
+    status says this object made its invoker account; `new_service`: the pass found no service and created it, so
+    its invoker account is most likely missing too and is created without a read first."""
     recorded = parse_members(recorded_annotation)
     desired = set(invoker_members(namespace, name, spec, where.project))
     sa_email = invoker_service_account(namespace, name, where.project)
@@ -126,8 +126,8 @@ async def ensure_invoker_account(namespace: str, name: str, project: str, email:
                                  *, create_first: bool = False) -> bool:
     """Get-or-create (a read per pass, a write only when IAM does not show it); True when this call created it. An
     account with this id that lacks our description was made by someone else: never used, never deleted.
-    `create_first`: the account is expected not to exist (a new object), so no read: a read of a missing account only
-    answers 403, and ALREADY_EXISTS leads to the same judgement as a read."""
+    `create_first`: the account is most likely missing (its service was just created), so no read: a read of a
+    missing account only answers 403, and ALREADY_EXISTS leads to the same judgement as a read."""
     description = invoker_account_description(namespace, name)
     found = None if create_first else await find_account(accounts, project, email)
     if found is None:

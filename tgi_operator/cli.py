@@ -74,6 +74,7 @@ def _add_group(name: str, help_text: str, load: Callable[[], typer.Typer], extra
     """A sub-command group whose module imports its extra's packages at once: without them, a stand-in that says
     what to install, whatever arguments it is given."""
     if not (absent := missing(modules)):
+        @functools.cache
         def group() -> click.Command:
             command = typer.main.get_group(load())
             command.name, command.help = name, command.help or help_text

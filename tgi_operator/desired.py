@@ -2,8 +2,8 @@
 
 Parsing the spec, rendering the proto-plus Service and flattening its owned fields cost more CPU than a resync's
 three reads (about 40 % of a steady-state pass, profiled); a resync of an unchanged spec reuses them. Keyed by
-the spec's own JSON (not by `generation`, which a restored object may repeat with another spec). The results
-are shared between passes: they are never modified (diff.merge_for_update copies before it changes anything).
+the spec's own JSON (not by `generation`, which a restored object may repeat with another spec). The owned fields
+are shared between passes and never modified; the Service a write sends is rendered afresh for it.
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ emulator's metadata-compatible endpoint via GCE_METADATA_HOST / GCE_METADATA_IP)
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 import time
 from collections import OrderedDict
@@ -72,8 +73,13 @@ class IdTokenSource:
         fetching = self._fetching.get(audience)
         if fetching is None:  # the first caller fetches; the others wait for the same result
             fetching = self._fetching[audience] = asyncio.ensure_future(self._fetch_and_keep(audience))
-            fetching.add_done_callback(lambda _: self._fetching.pop(audience, None))
-        return await asyncio.shield(fetching)
+            fetching.add_done_callback(functools.partial(self._fetched, audience))
+        return await asyncio.shield(fetching)  # a waiter that gives up does not cancel the others' fetch
+
+    def _fetched(self, audience: str, fetch: asyncio.Future[str]) -> None:
+        self._fetching.pop(audience, None)
+        if not fetch.cancelled():
+            fetch.exception()  # its waiters got it; when they all gave up first, it is not logged as never retrieved
 
     async def _fetch_and_keep(self, audience: str) -> str:
         token = await asyncio.to_thread(self._fetch, audience)

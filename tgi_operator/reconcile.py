@@ -22,7 +22,7 @@ from tgi_operator.conditions import short_revision
 from tgi_operator.cost import PricingError, cost_status, hourly_cost, load_pricing
 from tgi_operator.desired import Desired, desired_service, parsed_spec, spec_key
 from tgi_operator.diff import claimed, merge_for_update, with_annotation
-from tgi_operator.errors import PermanentCloudError, Stall, TransientCloudError
+from tgi_operator.errors import CloudError, PermanentCloudError, Stall, TransientCloudError
 from tgi_operator.hub import ModelHub
 from tgi_operator.iam import ServiceAccounts
 from tgi_operator.invokers import invoker_members_of, parse_members
@@ -212,9 +212,9 @@ async def reconcile(
         note = verdict.note if verdict else None
         desired = desired_service(obj.namespace, obj.name, obj.uid, spec_key(obj.spec), where, settings.cluster_name,
                                   refused_public)
-        if previous.service_name is None:
-            # Nothing recorded: a new object. No read first, the create tells: its ALREADY_EXISTS (a lost status, a
-            # service someone else made) sends the next pass to read and judge the service. One call fewer per object.
+        unread = previous.service_name is None  # nothing recorded: a new object, created without a read first
+        account_before = previous.invoker_service_account
+        if unread:
             observed, adopting = None, False
         else:
             observed, adopting = await _observe(obj, where, adapters.services, settings, previous.service_name)
@@ -233,7 +233,17 @@ async def reconcile(
             previous = status.model_copy(deep=True)  # what is stored now: the rest of the pass builds on it
         status.service_name = where.name
         if observed is None:
-            await _create(where, desired, adapters.services)
+            try:
+                await _create(where, desired, adapters.services)
+            except CloudError:
+                if not unread:
+                    raise
+                # A service already at the id (a lost status, someone else's, being deleted) explains a refused
+                # create better than its own error; and the invoker account the intent named is not this object's
+                # to claim while the service may not be either (deleting the object must not delete it).
+                status.invoker_service_account = previous.invoker_service_account = account_before
+                await _judge_existing(obj, where, adapters.services, settings, previous.service_name)
+                raise
             wrote, events = True, [Event("Normal", "Creating", f"creating Cloud Run service {where.name}")]
         else:
             observed = await _record_invokers(observed, desired, adapters.services)
@@ -324,6 +334,18 @@ async def _observe(
     return observed, found is Claim.ADOPT
 
 
+async def _judge_existing(
+    obj: ObjectRef, where: Target, services: CloudRunServices, settings: Settings, recorded: str | None
+) -> None:
+    """After a create made without a read was refused: a service at the id ends the pass as a read would have
+    (NotOwned, being deleted), or, when it is this object's, sends the next pass to carry on with it. Without a
+    service at the id, nothing is raised: the create's own error stands."""
+    found, _ = await _observe(obj, where, services, settings, recorded)
+    if found is not None:
+        raise TransientCloudError("ALREADY_EXISTS", f"{where.name} exists already; carrying on with it",
+                                  retry_after=1.0)
+
+
 async def _adopt(
     obj: ObjectRef, where: Target, observed: run_v2.Service, desired: Desired, services: CloudRunServices
 ) -> tuple[run_v2.Service, Event]:
@@ -334,7 +356,8 @@ async def _adopt(
     wanted = parse_members(desired.invokers)
     record = ",".join(sorted(held | wanted | parse_members(observed.annotations.get(INVOKERS_ANNOTATION))))
     marks = {k: v for k, v in desired.wanted["annotations"].items() if k == OWNER_UID_ANNOTATION}
-    await services.update(claimed(observed, desired.wanted["labels"], {**marks, **({INVOKERS_ANNOTATION: record} if record else {})}))
+    labels = dict(desired.wanted["labels"])  # a copy: the owned fields are shared between passes
+    await services.update(claimed(observed, labels, {**marks, **({INVOKERS_ANNOTATION: record} if record else {})}))
     dropped = sorted(held - wanted)
     members = f"its invoker members not in the spec are revoked: {', '.join(dropped)}" if dropped else \
         "it had no invoker members beyond the spec's"

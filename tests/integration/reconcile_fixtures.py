@@ -11,6 +11,7 @@ from emulator_fixtures import PROJECT
 from tgi_operator.cloudrun import CloudRunServices, services_client
 from tgi_operator.errors import TransientCloudError
 from tgi_operator.iam import ServiceAccounts, iam_client
+from tgi_operator.models import TGIServiceStatus
 from tgi_operator.probe import ModelProbe
 from tgi_operator.finalize import finalize
 from tgi_operator.reconcile import Adapters, Event, ObjectRef, Outcome, reconcile
@@ -41,9 +42,16 @@ def ref(status: dict | None = None, generation: int = 1, spec: dict | None = Non
     return ObjectRef("team-a", "llama", generation, spec or SPEC, status or {}, annotations or {}, uid)
 
 
+async def intent_recorded(status: TGIServiceStatus) -> bool:
+    """The handler's record_intent, as if its status write succeeded: the pass goes on to create."""
+    return True
+
+
 async def run(adapters: Adapters, status: dict, generation: int = 1, spec: dict | None = None,
               settings: Settings = SETTINGS, **options) -> Outcome:
-    """One pass, after the pass that only writes the target down (the first one for a new object)."""
+    """One pass, as the handler runs it (a new object's status is written before it creates); with
+    `record_intent=None`, after the pass that only writes the target down."""
+    options.setdefault("record_intent", intent_recorded)
     outcome = await reconcile(ref(status, generation, spec), adapters, settings, now=NOW, **options)
     if outcome.again:
         outcome = await reconcile(ref(outcome.status.to_k8s(), generation, spec), adapters, settings, now=NOW, **options)
@@ -55,7 +63,8 @@ async def settle(adapters: Adapters, status: dict, generation: int = 1, spec: di
     """Run passes until Ready, Stalled or a failed revision (the emulator settles in 0.2 s; a transient error is
     retried)."""
     for _ in range(100):
-        outcome = await reconcile(ref(status, generation, spec, annotations), adapters, settings, now=NOW)
+        outcome = await reconcile(ref(status, generation, spec, annotations), adapters, settings, now=NOW,
+                                  record_intent=intent_recorded)
         status = outcome.status.to_k8s()
         a = outcome.assessment
         if a and (a.ready or a.stalled or a.reason == "RevisionFailed"):  # a failed revision awaits a redeploy

@@ -12,12 +12,15 @@ from reconcile_fixtures import (  # noqa: F401
     SETTINGS, SPEC, UID, adapters, conditions, finalize_until_gone, ref, run, settle,
 )
 
-from tgi_operator.naming import legacy_service_id, owner_labels, service_id
+from tgi_operator.naming import invoker_account_id, legacy_service_id, owner_labels, service_id
 from tgi_operator.ownership import ADOPT_ANNOTATION, OWNER_UID_ANNOTATION
 from tgi_operator.models import parse_spec
 from tgi_operator.finalize import finalize
 from tgi_operator.reconcile import EARLIER_VERSION_MARK, Adapters, ObjectRef, reconcile
-from tgi_operator.render import invoker_members, render_service, target
+from tgi_operator.render import (
+    INVOKERS_ANNOTATION, invoker_account_description, invoker_account_display_name, invoker_members,
+    invoker_service_account, render_service, target,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 NOW = "2026-01-01T00:00:00Z"
@@ -157,3 +160,43 @@ async def test_a_new_object_costs_no_read_of_a_first_version_id(adapters: Adapte
     assert "google.cloud.run.v2.Services/GetService" not in calls, calls
     assert sum(calls["google.cloud.run.v2.Services/CreateService"].values()) == 1, calls
     await finalize_until_gone(ref(first.status.to_k8s()), adapters)
+
+
+async def test_a_new_object_at_a_taken_id_claims_neither_the_service_nor_its_invoker_account(
+    adapters: Adapters, admin: AdminApi
+) -> None:
+    """A new object creates without reading first. When its id is taken (here: a service an earlier object of the
+    same name left with Retain, and the invoker account that object made), the refused create is judged as a read
+    would be, NotOwned, and the status takes back the invoker account its intent named: deleting the object then
+    deletes neither the service nor that account."""
+    admin.set_iam_propagation_seconds(0.0)
+    spec = {**SPEC, "access": {"createInvokerServiceAccount": True}}
+    where = target("team-a", "llama", parse_spec(spec), PROJECT)
+    retained = render_service("team-a", "llama", parse_spec(spec), where, owner_uid="an-earlier-object")
+    retained.annotations.pop(INVOKERS_ANNOTATION)  # Retain releases it: its record of members goes
+    await adapters.services.create(where.parent, where.service_id, retained)
+    email = invoker_service_account("team-a", "llama", PROJECT)
+    await adapters.accounts.create(PROJECT, invoker_account_id("team-a", "llama"),
+                                   invoker_account_display_name("team-a", "llama"),
+                                   invoker_account_description("team-a", "llama"))
+    intents: list[dict] = []
+
+    async def record_intent(status) -> bool:
+        intents.append(status.to_k8s())
+        return True
+
+    outcome = await reconcile(ref({}, spec=spec), adapters, SETTINGS, now=NOW, record_intent=record_intent)
+    assert outcome.assessment.stalled and outcome.assessment.reason == "NotOwned", outcome.assessment
+    assert intents[0]["invokerServiceAccount"] == email  # named before the create, as deletion needs it...
+    assert outcome.status.invoker_service_account is None  # ...and taken back once the id proved taken
+    await finalize_until_gone(ref(outcome.status.to_k8s(), spec=spec), adapters)
+    assert await adapters.services.get(where.name) is not None
+    assert email in await adapters.accounts.list_emails(PROJECT)
+
+
+async def test_a_create_refused_for_its_own_reason_says_so_when_the_id_is_free(adapters: Adapters, admin: AdminApi) -> None:
+    """Without a service at the id, a new object's refused create keeps its own error (one read to tell)."""
+    admin.fault("CreateService", "PERMISSION_DENIED", count=1)
+    outcome = await run(adapters, {})
+    assert outcome.assessment.stalled and outcome.assessment.reason == "PermissionDenied", outcome.assessment
+    assert outcome.status.service_name == f"{PARENT}/services/{service_id('team-a', 'llama')}"  # the intent stays

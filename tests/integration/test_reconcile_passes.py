@@ -27,9 +27,11 @@ async def test_a_permission_denied_create_stalls_with_the_clouds_words(adapters:
     assert {c["type"]: c["status"] for c in status["conditions"]}["Ready"] == "True"
 
 
-async def test_an_unreachable_cloud_is_transient(adapters: Adapters, admin: AdminApi) -> None:
-    admin.fault("GetService", "UNAVAILABLE", count=1)
-    transient = (await run(adapters, {})).transient
+@pytest.mark.parametrize("method", ["CreateService", "GetService"])  # a new object's first call, a later pass's
+async def test_an_unreachable_cloud_is_transient(adapters: Adapters, admin: AdminApi, method: str) -> None:
+    recorded = {} if method == "CreateService" else (await run(adapters, {})).status.to_k8s()
+    admin.fault(method, "UNAVAILABLE", count=1)
+    transient = (await run(adapters, recorded)).transient
     assert isinstance(transient, TransientCloudError)
     assert transient.code == "UNAVAILABLE"
 
