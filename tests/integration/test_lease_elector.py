@@ -19,11 +19,15 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 TIMING = LeaseTiming(lease_duration=3.0, renew_deadline=2.0, retry_period=0.25)
 
 
-def session(cluster: KubeCluster, monkeypatch: pytest.MonkeyPatch) -> KubeSession:
+def credentials(cluster: KubeCluster, monkeypatch: pytest.MonkeyPatch) -> kopf.ConnectionInfo:
     monkeypatch.setenv("KUBECONFIG", str(cluster.kubeconfig))
-    credentials = kopf.login_with_kubeconfig(settings=kopf.OperatorSettings())
-    assert credentials is not None
-    return KubeSession(credentials, relogin=lambda: None)
+    info = kopf.login_with_kubeconfig(settings=kopf.OperatorSettings())
+    assert info is not None
+    return info
+
+
+def session(cluster: KubeCluster, monkeypatch: pytest.MonkeyPatch) -> KubeSession:
+    return KubeSession(credentials(cluster, monkeypatch), relogin=lambda: None)
 
 
 async def test_a_partitioned_leader_stops_before_a_standby_takes_over(
@@ -42,8 +46,7 @@ async def test_a_partitioned_leader_stops_before_a_standby_takes_over(
 
         # The partition: the leader's API server address now leads nowhere (a port nothing listens on).
         cut = time.monotonic()
-        dead = dataclasses.replace(leader_session._credentials, server="https://127.0.0.1:9")
-        leader_session.renew(dead)
+        leader_session.renew(dataclasses.replace(credentials(cluster, monkeypatch), server="https://127.0.0.1:9"))
         standby_task = asyncio.create_task(standby.acquire())
         why = await asyncio.wait_for(holding, 10)
         stopped = time.monotonic()
