@@ -33,7 +33,7 @@ from tgi_operator import __version__
 from tgi_operator.preflight import ModelFacts
 
 COMMIT = re.compile(r"^[0-9a-f]{40}$")
-CREDENTIALS_IN_URL = re.compile(r"://[^/@\s]+@")
+CREDENTIALS_IN_URL = re.compile(r"://[^/\s]+@")  # up to the last @ before the path: a password may hold one
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 USER_AGENT = {"library_name": "tgi-operator", "library_version": __version__}
 
@@ -52,6 +52,11 @@ class RevisionNotFound(HubError):
 
 class HubUnreachable(HubError):
     """No answer, or an answer that says nothing about the model (5xx, 429, offline mode)."""
+
+
+class ModelNotDescribed(HubUnreachable):
+    """The Hub answered, but would not describe this model (a mirror that keeps a gated model's card to itself):
+    the preflight cannot judge it, as when the Hub cannot be reached, but the Hub is not down for other models."""
 
 
 class ModelHub:
@@ -87,6 +92,8 @@ class ModelHub:
         try:
             facts = await asyncio.wait_for(asyncio.to_thread(self._lookup, api, base, model_id, revision, timeout),
                                            timeout * 3)  # model_info, then config.json: each bounded by `timeout`
+        except ModelNotDescribed:
+            raise
         except (asyncio.TimeoutError, HubUnreachable) as exc:
             why = str(exc) if isinstance(exc, HubUnreachable) else f"{shown(base)} did not answer within {timeout * 3:g} s"
             self._down[base] = (time.monotonic() + self._quiet_seconds, why)
@@ -147,8 +154,8 @@ def _asked(call: Any) -> Any:
         return call()
     except RevisionNotFoundError as exc:
         raise RevisionNotFound(_first_line(exc)) from None
-    except GatedRepoError:
-        raise  # only config.json can answer this, and _config handles it
+    except GatedRepoError as exc:  # the Hub describes gated models; only a mirror might not (config.json: _config)
+        raise ModelNotDescribed(f"the Hub would not describe the model (gated): {_first_line(exc)}") from None
     except RepositoryNotFoundError as exc:
         raise ModelNotFound(_first_line(exc)) from None
     except HfHubHTTPError as exc:
