@@ -10,7 +10,9 @@ import pytest
 import requests
 from emulator_fixtures import emulator  # noqa: F401
 from huggingface_hub import HfApi, get_hf_file_metadata, hf_hub_download, hf_hub_url
-from huggingface_hub.errors import GatedRepoError, RemoteEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
+from huggingface_hub.errors import (
+    GatedRepoError, HfHubHTTPError, RemoteEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError,
+)
 
 from tgi_operator.emulator.hub import git_blob_id, load_catalogue
 from tgi_operator.emulator.server import Emulator
@@ -59,15 +61,34 @@ async def test_config_json_downloads_with_the_headers_huggingface_hub_checks(emu
     (lambda api, d: hf_hub_download(GATED, "config.json", endpoint=api.endpoint, token=False, cache_dir=d),
      GatedRepoError, "Access to model meta-llama/Llama-3.1-8B-Instruct is restricted. You must have access to it and "
                      "be authenticated to access it. Please log in."),
-    (lambda api, d: hf_hub_download(GATED, "config.json", endpoint=api.endpoint, token="hf_not_approved", cache_dir=d),
-     GatedRepoError, "is restricted and you are not in the authorized list"),
-], ids=["unknown model", "unknown revision", "unknown file", "gated without a token", "gated, token not approved"])
+    (lambda api, d: HfApi(endpoint=api.endpoint, token="hf_unknown").model_info(SEED), HfHubHTTPError,
+     "Invalid credentials in Authorization header"),
+], ids=["unknown model", "unknown revision", "unknown file", "gated without a token", "unknown token"])
 async def test_refusals_are_the_errors_huggingface_hub_raises_for_the_hub(
     emulator: Emulator, tmp_path: Path, call, error: type[Exception], says: str  # noqa: F811
 ) -> None:
     api = HfApi(endpoint=emulator.http_url, token=False)
-    with pytest.raises(error, match=says):
+    with pytest.raises(error, match=says) as refused:
         await in_thread(lambda: call(api, tmp_path))
+    assert type(refused.value) is error  # not a subclass (a GatedRepoError is a RepositoryNotFoundError too)
+
+
+@pytest.mark.parametrize("path, status, code, message", [
+    ("/api/models/org/no-such-model", 401, "RepoNotFound", "Invalid username or password."),
+    (f"/api/models/{SEED}/revision/v9", 404, "RevisionNotFound", "Invalid rev id: v9"),
+    (f"/{SEED}/resolve/main/nope.json", 404, "EntryNotFound", "Entry not found"),
+    (f"/{SEED}/resolve/main/model-00001-of-00002.safetensors", 501, "NotServed", "serves config.json only"),
+], ids=["unknown model", "unknown revision", "unknown file", "a listed file without bytes"])
+async def test_refusals_carry_the_hubs_status_and_error_headers(
+    emulator: Emulator, path: str, status: int, code: str, message: str  # noqa: F811
+) -> None:
+    answer = await in_thread(lambda: requests.get(emulator.http_url + path, timeout=5))
+    assert (answer.status_code, answer.headers.get("X-Error-Code")) == (status, code)
+    assert message in answer.headers["X-Error-Message"]
+
+
+def test_the_etag_is_gits_blob_id() -> None:
+    assert git_blob_id(b"hello\n") == "ce013625030ba8dba906f756967f9e9ca394464a"  # `echo hello | git hash-object --stdin`
 
 
 async def test_requests_are_recorded_for_tests_and_can_be_forgotten(emulator: Emulator) -> None:  # noqa: F811
@@ -76,4 +97,4 @@ async def test_requests_are_recorded_for_tests_and_can_be_forgotten(emulator: Em
     listed = await in_thread(lambda: requests.get(f"{emulator.http_url}/emulator/v1/hub/requests", timeout=5).json())
     assert listed["requests"] == [{"method": "GET", "path": f"/api/models/{SEED}", "status": 200, "authorization": False}]
     await in_thread(lambda: requests.delete(f"{emulator.http_url}/emulator/v1/hub/requests", timeout=5))
-    assert emulator.hub.requests == []
+    assert not emulator.hub.requests

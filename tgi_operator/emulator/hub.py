@@ -4,19 +4,22 @@ checks a model (tgi_operator/hub.py): model info and config.json, for the models
 Shaped like the Hub (huggingface_hub reads the status, the X-Error-Code and X-Error-Message headers and, for files,
 X-Repo-Commit, ETag and Content-Length):
 - GET /api/models/{org}/{name}[/revision/{rev}] (query `blobs=true` adds file sizes): the model's JSON, `sha` the commit
-  the revision resolves to (a branch name, `main`, or the commit itself), `gated` false|"auto"|"manual",
+  the revision resolves to (`main` or the commit itself; no other branch or tag), `gated` false|"auto"|"manual",
   `safetensors` {parameters, total}, `config` (the Hub's short form), `siblings` [{rfilename, size}]. Public for a gated
   model too.
-- HEAD/GET /{org}/{name}/resolve/{rev}/{file}: the file (only config.json has content here), with X-Repo-Commit, ETag
-  (the git blob id, quoted) and Content-Length; a gated model answers 401 (403 with a token: the stand-in approves
-  nobody), X-Error-Code GatedRepo, "Access to model X is restricted. ...".
+- HEAD/GET /{org}/{name}/resolve/{rev}/{file}: the file (only config.json has content here; another listed file
+  answers 501 NotServed, never an empty 200), with X-Repo-Commit, ETag (the git blob id, quoted) and Content-Length;
+  a gated model answers 401, X-Error-Code GatedRepo, "Access to model X is restricted. ...".
+- any request with an Authorization header: 401 "Invalid credentials in Authorization header", what the Hub answers an
+  invalid token (the stand-in has no accounts, so it knows no token).
 - an unknown model: 401 X-Error-Code RepoNotFound with "Invalid username or password." (what the Hub answers a caller
   without a token, for a missing and a private model alike); an unknown revision: 404 RevisionNotFound "Invalid rev id:
   X"; an unknown file: 404 EntryNotFound "Entry not found".
 Sources (public reports of the Hub's answers): huggingface_hub's utils/_http.py `hf_raise_for_status` and
 file_download.py `get_hf_file_metadata`; 401 GatedRepo in city96/ComfyUI_ExtraModels#99 and
 rendeirolab/LazySlide#52, 403 "not in the authorized list" in ariG23498/gemma3-object-detection#5; 401 RepoNotFound
-"Invalid username or password." in tmylla/NER_ZH#1 and 01-ai/Yi#226. Every request is recorded for tests
+"Invalid username or password." in tmylla/NER_ZH#1 and 01-ai/Yi#226; 401 "Invalid credentials in Authorization
+header" and huggingface_hub's own test of that text in `hf_raise_for_status`. The last requests are recorded for tests
 (`requests`, admin API /emulator/v1/hub/requests).
 """
 
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -84,15 +88,19 @@ def _error(status: int, code: str, message: str) -> web.Response:
 
 
 REPO_NOT_FOUND = "Invalid username or password."
+INVALID_TOKEN = "Invalid credentials in Authorization header"
+KEPT_REQUESTS = 10_000
 
 
 class HubStandIn:
     def __init__(self, models: dict[str, HubModel] | None = None) -> None:
         self.models = load_catalogue() if models is None else models
-        self.requests: list[dict[str, Any]] = []
+        self.requests: deque[dict[str, Any]] = deque(maxlen=KEPT_REQUESTS)
 
     def _model(self, request: web.Request) -> tuple[HubModel | None, web.Response | None]:
         """The model and the commit its revision names, or the Hub's refusal."""
+        if "authorization" in request.headers:  # no accounts here: every token is unknown
+            return None, web.json_response({"error": INVALID_TOKEN}, status=401, headers={"X-Error-Message": INVALID_TOKEN})
         m = request.match_info
         model = self.models.get(f"{m['org']}/{m['name']}")
         if model is None:
@@ -119,10 +127,6 @@ class HubStandIn:
             return self._record(request, refusal)
         filename = request.match_info["file"]
         if model.gated:
-            if "authorization" in request.headers:
-                return self._record(request, _error(403, "GatedRepo", f"Access to model {model.id} is restricted and "
-                                                    f"you are not in the authorized list. Visit {request.url.origin()}/"
-                                                    f"{model.id} to ask for access."))
             return self._record(request, _error(401, "GatedRepo", f"Access to model {model.id} is restricted. You must "
                                                 "have access to it and be authenticated to access it. Please log in."))
         content = model.file(filename)
@@ -147,7 +151,7 @@ def add_hub_routes(app: web.Application, hub: HubStandIn, admin_prefix: str = "/
     async def requests(request: web.Request) -> web.Response:
         if request.method == "DELETE":
             hub.requests.clear()
-        return web.json_response({"requests": hub.requests})
+        return web.json_response({"requests": list(hub.requests)})
 
     app.router.add_get(admin_prefix + "/hub/requests", requests)
     app.router.add_delete(admin_prefix + "/hub/requests", requests)

@@ -8,7 +8,7 @@ Recorded (terraform-docs-samples#168, sourcegraph/sourcegraph-public-snapshot#59
   Revision service account 729273278660-compute@developer.gserviceaccount.com. The service account used must be
   granted the 'Secret Manager Secret Accessor' role (roles/secretmanager.secretAccessor) at the secret, project or
   higher level."
-The project is named by its number there. Who may read: the account granted on the secret (the admin API's
+A bare secret name is the service's project's, named by its number there; a full name is shown as written. Who may read: the account granted on the secret (the admin API's
 /secret-accessors), or holding a project role that includes secretmanager.versions.access. roles/editor does not
 ("Editor ... does not include ... accessing secret payloads"; cloud.google.com/secret-manager/docs/access-control).
 Nobody else, by default: the stricter answer. Whether the secret exists is not modelled (a missing secret reads
@@ -41,10 +41,13 @@ def refused_secrets(project: str, template: run_v2.RevisionTemplate, may_read: C
     for c, container in enumerate(template.containers):
         for e, env in enumerate(container.env):
             ref = env.value_source.secret_key_ref if "value_source" in env else None
-            if ref is None or not ref.secret or may_read(secret_name(project, ref.secret), account):
+            if ref is None or not ref.secret or may_read(name := secret_name(project, ref.secret), account):
                 continue
-            owner, _, secret_id = secret_name(project, ref.secret).removeprefix("projects/").partition("/secrets/")
-            shown = f"projects/{rules.project_number(owner)}/secrets/{secret_id}/versions/{ref.version or 'latest'}"
+            # A bare name is the service's project's, which the message names by number (terraform-docs-samples#168);
+            # a full name is shown as written (sourcegraph#59045: projects/sourcegraph-dev/secrets/...).
+            if not ref.secret.startswith("projects/"):
+                name = f"projects/{rules.project_number(project)}/secrets/{ref.secret}"
+            shown = f"{name}/versions/{ref.version or 'latest'}"
             lines.append(f"spec.template.spec.containers[{c}].env[{e}].value_from.secret_key_ref.name: Permission "
                          f"denied on secret: {shown} for Revision service account {account}. {GRANT_HINT}")
     return lines
