@@ -14,6 +14,7 @@ IAM as it really answers (sources in the emulator's ledger):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from google.cloud import iam_admin_v1
 
@@ -44,6 +45,7 @@ class InvokerAccountCreated(TransientCloudError):
     every member; the status records the account at once: it is the evidence deletion needs to remove it."""
 
     email: str = ""
+    routine: ClassVar[bool] = True
 
 
 @dataclass
@@ -83,7 +85,7 @@ async def apply_invokers(
         except PermanentCloudError as exc:
             if sa_member in desired and sa_member not in invoker_members_of(policy) and sa_email in exc.message:
                 raise TransientCloudError(exc.code, f"the invoker account is not visible to IAM yet (IAM reads are "
-                                          f"eventually consistent): {exc.message}", retry_after=3.0) from exc
+                                          f"eventually consistent): {exc.message}", retry_after=NEW_ACCOUNT_BIND_DELAY) from exc
             if ORG_POLICY_REFUSAL not in exc.message:
                 raise
             refused = await _grant_one_by_one(services, where.name, policy, desired - invoker_members_of(policy))

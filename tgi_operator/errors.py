@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import ClassVar
 
 from google.api_core import exceptions as gexc
 from google.rpc import error_details_pb2
@@ -29,6 +30,9 @@ class TransientCloudError(CloudError):
     """Worth retrying: the cloud is busy, unreachable, or an etag raced."""
 
     retry_after: float | None = None  # the server's RetryInfo, when it gave one
+    # A step the pass ends on on purpose (e.g. waiting for a new account to propagate), not a fault: counted as
+    # progress and logged at INFO.
+    routine: ClassVar[bool] = False
 
 
 @dataclass

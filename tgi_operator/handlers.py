@@ -31,7 +31,9 @@ from tgi_operator.kopf_storage import NoDiffBase, TolerantProgressStorage
 from tgi_operator.kubeapi import KubeSession, StatusWriteError, StatusWriter
 from tgi_operator.models import TGIServiceStatus
 from tgi_operator.probe import ModelProbe
-from tgi_operator.reconcile import EARLIER_VERSION_MARK, Adapters, Event, ObjectRef, Outcome, reconcile
+from tgi_operator.reconcile import (
+    EARLIER_VERSION_MARK, INTENT_NOT_RECORDED, Adapters, Event, ObjectRef, Outcome, reconcile,
+)
 from tgi_operator.scheduler import Entry, Scheduler, backoff, key_of, plan_next
 from tgi_operator.settings import Settings
 
@@ -171,16 +173,21 @@ def _count(outcome: Outcome, seconds: float) -> None:
     a = outcome.assessment
     metrics.RECONCILE_TIME.labels(metrics.CONTROLLER).observe(seconds)
     metrics.RECONCILE_TOTAL.labels(metrics.CONTROLLER, _result(outcome)).inc()
-    if a is None:
-        metrics.RECONCILE_ERRORS.labels(metrics.CONTROLLER).inc()
-        metrics.RECONCILES.labels("transient_error").inc()
-        return
-    metrics.RECONCILES.labels("ready" if a.ready else "stalled" if a.stalled else "progressing").inc()
-    for event in outcome.events:
+    for event in outcome.events:  # what the pass did, whatever it ended on
         if event.reason in ("Creating", "Updating", "Redeploying"):
             metrics.CLOUD_WRITES.labels(event.reason).inc()
         elif event.type == "Warning":
             metrics.STALLS.labels(event.reason).inc()
+    if a is None:
+        if not _routine(outcome):
+            metrics.RECONCILE_ERRORS.labels(metrics.CONTROLLER).inc()
+        metrics.RECONCILES.labels("progressing" if _routine(outcome) else "transient_error").inc()
+        return
+    metrics.RECONCILES.labels("ready" if a.ready else "stalled" if a.stalled else "progressing").inc()
+
+
+def _routine(outcome: Outcome) -> bool:
+    return outcome.transient is not None and outcome.transient.routine
 
 
 def _result(outcome: Outcome) -> str:
@@ -188,7 +195,7 @@ def _result(outcome: Outcome) -> str:
     the informer's business there, as it is the scheduler's here)."""
     a = outcome.assessment
     if a is None:
-        return "error"
+        return "requeue_after" if _routine(outcome) else "error"
     if outcome.again:
         return "requeue"
     return "success" if a.ready or a.stalled else "requeue_after"
@@ -202,15 +209,17 @@ async def run_pass(entry: Entry) -> float | None:
         if entry.deleting:  # the finalizer has it now
             return None
         stored = ref.status  # the status as stored, which the pass's own writes change
+        intent_refused: StatusWriteError | None = None
 
         async def record_intent(status: TGIServiceStatus) -> bool:
-            """The service's name, written before it is created (in the same pass: no extra pass, no extra read)."""
-            nonlocal stored
+            """The status naming the service and its invoker account, written before they are created (in the same
+            pass: no extra pass, no extra read)."""
+            nonlocal stored, intent_refused
             try:
                 if (patch := _status_patch(stored, status)) and not await _write_status(entry, patch):
                     return False
             except StatusWriteError as exc:
-                log.warning("%s; not creating the service before it is", exc)
+                intent_refused = exc
                 return False
             stored = status.to_k8s()
             return True
@@ -223,22 +232,31 @@ async def run_pass(entry: Entry) -> float | None:
         _post(ref, outcome.events)  # what was done in the cloud is said, whatever happens to the status below
         if entry.ref.generation != ref.generation:
             return 0.0  # the spec changed during the pass: its status would describe the old one; pass it again
+        if outcome.transient is INTENT_NOT_RECORDED:
+            if intent_refused is None:
+                return None  # the object is gone
+            return _status_refused(entry, intent_refused, "not creating anything before it is")
         plan = plan_next(outcome, entry.attempt, CONFIG)
         status_patch = _status_patch(stored, outcome.status)
         try:
             if status_patch and not await _write_status(entry, status_patch):
                 return None  # the object is gone
         except StatusWriteError as exc:  # the next pass computes the status afresh and writes it
-            entry.attempt += 1
-            delay = exc.retry_after or backoff(entry.attempt, CONFIG, CONFIG.poll_max_seconds)
-            log.warning("%s; passing it again in %.1fs", exc, delay)
-            metrics.RECONCILE_ERRORS.labels(metrics.CONTROLLER).inc()
-            return delay
+            return _status_refused(entry, exc, "passing it again")
         entry.attempt, entry.redeploy_failed = plan.attempt, plan.redeploy_failed
         if outcome.transient:
-            log.warning("%s/%s not done yet (%s); next check in %.0fs", ref.namespace, ref.name, outcome.transient,
-                        plan.delay)
+            log.log(logging.INFO if _routine(outcome) else logging.WARNING, "%s/%s not done yet (%s); next check in "
+                    "%.0fs", ref.namespace, ref.name, outcome.transient, plan.delay)
         return plan.delay
+
+
+def _status_refused(entry: Entry, exc: StatusWriteError, what_now: str) -> float:
+    """The API server refused the status write: not again at once (its Retry-After, else a backoff)."""
+    entry.attempt += 1
+    delay = exc.retry_after or backoff(entry.attempt, CONFIG, CONFIG.poll_max_seconds)
+    log.warning("%s; %s, in %.1fs", exc, what_now, delay)
+    metrics.RECONCILE_ERRORS.labels(metrics.CONTROLLER).inc()
+    return delay
 
 
 async def _write_status(entry: Entry, status_patch: dict[str, Any]) -> bool:

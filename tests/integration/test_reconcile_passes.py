@@ -10,7 +10,7 @@ from reconcile_fixtures import NOW, SETTINGS, SPEC, adapters, conditions, finali
 
 from tgi_operator.errors import PermanentCloudError, TransientCloudError
 from tgi_operator.finalize import finalize
-from tgi_operator.reconcile import Adapters, ObjectRef, reconcile
+from tgi_operator.reconcile import INTENT_NOT_RECORDED, Adapters, ObjectRef, reconcile
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
@@ -163,15 +163,28 @@ async def test_redeploys_stop_after_the_limit(adapters: Adapters, admin: AdminAp
 
 
 async def test_the_target_is_written_down_before_anything_is_created(adapters: Adapters, admin: AdminApi) -> None:
+    """As the handler runs a pass: the status naming the service is written first; when that write is refused,
+    nothing is created."""
     admin.reset_calls()
-    first = await reconcile(ref(), adapters, SETTINGS, now=NOW)
-    assert first.again and first.status.service_name and not first.events
+    refused = await reconcile(ref(), adapters, SETTINGS, now=NOW, record_intent=lambda status: _answer(False))
+    assert refused.transient is INTENT_NOT_RECORDED and not refused.events
     assert not admin.calls().get("google.cloud.run.v2.Services/CreateService")
+    created_when: list[bool] = []
+
+    async def record_intent(status) -> bool:
+        created_when.append(await adapters.services.get(status.service_name) is not None)
+        return True
+
     # A transient error right after the create still hands the recorded target back for the status.
     admin.fault("GetIamPolicy", "UNAVAILABLE", count=1)
-    second = await reconcile(ref(first.status.to_k8s()), adapters, SETTINGS, now=NOW)
-    assert second.transient and second.status.service_name == first.status.service_name
+    first = await reconcile(ref(), adapters, SETTINGS, now=NOW, record_intent=record_intent)
+    assert created_when == [False]  # recorded while the service did not exist yet
+    assert first.transient and first.status.service_name
     assert await adapters.services.get(first.status.service_name) is not None
+
+
+async def _answer(value: bool) -> bool:
+    return value
 
 
 async def test_the_grant_record_grows_before_iam_so_a_later_removal_revokes(adapters: Adapters, admin: AdminApi) -> None:

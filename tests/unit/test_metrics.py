@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, generate_latest
 
+from tgi_operator.access import InvokerAccountCreated
 from tgi_operator.conditions import Assessment
 from tgi_operator.errors import TransientCloudError
 from tgi_operator.handlers import _result
@@ -36,6 +37,9 @@ def test_the_result_label_is_controller_runtimes() -> None:
     assert _result(outcome()) == "requeue_after"  # deploying: checked again after a delay
     assert _result(outcome(again=True)) == "requeue"
     assert _result(Outcome(TGIServiceStatus(), None, transient=TransientCloudError("UNAVAILABLE", "x"))) == "error"
+    # Waiting for a just-made invoker account to propagate is a step of every new object, not an error.
+    made = InvokerAccountCreated("ACCOUNT_PROPAGATING", "x", retry_after=3.0, email="inv@p.iam.gserviceaccount.com")
+    assert _result(Outcome(TGIServiceStatus(), None, transient=made)) == "requeue_after"
 
 
 def test_each_objects_estimated_cost_is_exported_while_it_is_known() -> None:
