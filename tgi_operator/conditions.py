@@ -8,7 +8,7 @@ kstatus polarity (what `kubectl wait`, Flux and Argo CD read):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from google.cloud import run_v2
 
@@ -85,8 +85,7 @@ def with_note(assessment: Assessment, note: str | None) -> Assessment:
     """The same state, its message followed by what the reader should also know (e.g. what was not checked)."""
     if not note or assessment.stalled:
         return assessment
-    return Assessment(assessment.ready, assessment.reconciling, assessment.stalled, assessment.reason,
-                      f"{assessment.message}; {note}")
+    return replace(assessment, message=f"{assessment.message}; {note}")
 
 
 def short_revision(revision: str) -> str:

@@ -47,7 +47,7 @@ class Desired:
     def service(self) -> run_v2.Service:
         return render_service(*self.render_args)
 
-    def changes(self, observed: run_v2.Service) -> list[str]:
+    def changed_fields(self, observed: run_v2.Service) -> list[str]:
         """The owned fields whose observed value differs (empty: nothing to update)."""
         return changes(self.wanted, self.service_account, observed)
 

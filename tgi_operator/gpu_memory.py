@@ -26,11 +26,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from tgi_operator.gpus import GpuType
+from tgi_operator.gpus import GIB, GpuType
 from tgi_operator.models import ModelSpec
 
 GB = 10**9
-GIB = 1024**3
 CUDA_OVERHEAD_BYTES = GIB
 KV_SHARE_PERCENT = 90  # TGI_WIGGLE_ROOM
 DEFAULT_TOKENS = 4096  # TGI's cap on the default maxTotalTokens

@@ -1,8 +1,8 @@
 """Observe ► render ► diff ► apply ► status, for one TGIService. No kopf here: handlers.py wires it in.
 
 Never waits for a long-running operation: a create or update is started and the next pass (scheduler.py)
-observes where it got to. Transient cloud errors propagate (the handler retries with backoff); permanent
-ones become a Stalled status with the cloud's own message.
+observes where it got to. Transient cloud errors end the pass with the status to record (Outcome.transient: the
+handler retries with backoff); permanent ones become a Stalled status with the cloud's own message.
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ class Outcome:
     assessment: cond.Assessment | None  # None: a transient error cut the pass short (see `transient`)
     events: list[Event] = field(default_factory=list)
     transient: TransientCloudError | None = None  # retry later; `status` still carries what must be recorded
-    again: bool = False  # run the next pass right away (the target was just recorded)
+    again: bool = False  # run the next pass right away (the target was just recorded, by a caller without record_intent)
 
 
 # -- checks that need no cloud call -----------------------------------------------------------------
@@ -386,7 +386,8 @@ async def _create(where: Target, desired: Desired, services: CloudRunServices) -
     except PermanentCloudError as exc:
         if exc.code != "ALREADY_EXISTS":
             raise
-        # Made before this pass (a lost status, a previous operator life, someone else): the next pass judges it.
+        # Made before this pass (a lost status, a previous operator life, someone else): judged by the next pass, or
+        # by this one (_judge_existing) when it created without a read.
         raise TransientCloudError(exc.code, f"{where.name} exists already; looking at it",
                                   retry_after=1.0) from exc
 
@@ -394,7 +395,7 @@ async def _create(where: Target, desired: Desired, services: CloudRunServices) -
 async def _update(
     observed: run_v2.Service, desired: Desired, services: CloudRunServices, settings: Settings, redeploy_failed: bool,
 ) -> tuple[bool, list[Event]]:
-    changed = desired.changes(observed)
+    changed = desired.changed_fields(observed)
     if changed:
         log.info("updating Cloud Run service %s: %s", observed.name, ", ".join(changed))
         await services.update(merge_for_update(desired.service(), observed))

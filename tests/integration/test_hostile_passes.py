@@ -144,7 +144,7 @@ async def test_a_first_version_service_whose_status_was_lost_is_found_not_duplic
     assert await adapters.services.get(f"{PARENT}/services/{legacy_id}") is None
 
 
-async def test_a_new_object_costs_no_read_of_a_first_version_id(adapters: Adapters, admin: AdminApi) -> None:
+async def test_a_new_object_reads_no_service_before_it_creates(adapters: Adapters, admin: AdminApi) -> None:
     """Only an object an earlier version handled can own a first-version service: a new one's first pass reads no
     service at all (nothing recorded: its create tells whether the id is taken)."""
     admin.reset_calls()

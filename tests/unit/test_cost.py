@@ -56,7 +56,7 @@ def test_every_gpu_region_has_a_tier_and_every_tier_a_price_for_every_gpu() -> N
         assert set(gpu.regions) <= listed, gpu.name  # none falls silently into the default tier
         for tier in pricing.tiers:
             assert gpu.name in tier.gpu_second, (tier.name, gpu.name)
-    assert pricing.source == "https://cloud.google.com/run/pricing" and pricing.read
+    assert pricing.source.startswith("https://cloud.google.com/run/pricing as transcribed") and pricing.read
 
 
 def test_a_region_no_tier_lists_is_priced_as_the_last_tier() -> None:
@@ -70,7 +70,7 @@ def test_the_status_rounds_to_the_cent_and_names_its_basis() -> None:
     assert (status.currency, status.instance_hourly, status.minimum_hourly, status.maximum_hourly) == \
         ("USD", "1.42", "0.00", "4.26")
     assert status.basis == ("Cloud Run Tier 1 (us-central1), instance-based billing; https://cloud.google.com/run/pricing "
-                            "read 2026-12-01")
+                            "as transcribed (Tier 2 GPU prices assumed) read 2026-12-01")
 
 
 OWN_TABLE = """

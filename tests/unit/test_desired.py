@@ -42,12 +42,12 @@ def test_what_it_compares_is_what_diff_compares() -> None:
     desired = desired_service("team-a", "llama", "uid-1", spec_key({**SPEC, "serviceAccount": RUNTIME}), WHERE,
                               "default", False)
     observed = desired.service()
-    assert desired.changes(observed) == diff(desired.service(), observed) == []
+    assert desired.changed_fields(observed) == diff(desired.service(), observed) == []
     observed.template.max_instance_request_concurrency += 1
     observed.labels["managed-by"] = "someone"
     observed.template.service_account = "other@my-project.iam.gserviceaccount.com"
     expected = ["labels", "template.maxInstanceRequestConcurrency", "template.serviceAccount"]
-    assert desired.changes(observed) == diff(desired.service(), observed) == expected
+    assert desired.changed_fields(observed) == diff(desired.service(), observed) == expected
 
 
 def test_an_invalid_spec_is_refused_every_time() -> None:

@@ -155,7 +155,7 @@ def test_the_cost_estimate_is_noted_for_each_object_and_the_yaml_stays_pipeable(
     assert len(list(yaml.safe_load_all(out))) == 4  # stdout: services and IAM only
     assert ("cost: default/llama-3-1-8b-awq: 1.42 USD per instance-hour; 0.00 an hour while idle (minInstances 0), "
             "4.26 at most (maxInstances 3). Cloud Run Tier 1 (us-central1), instance-based billing; "
-            "https://cloud.google.com/run/pricing read 2026-12-01") in err
+            "https://cloud.google.com/run/pricing as transcribed (Tier 2 GPU prices assumed) read 2026-12-01") in err
     assert "cost: default/qwen-2-5-7b-awq: 1.42 USD per instance-hour; 0.00 an hour while idle (suspended)" in err
     assert "preflight:" not in err  # the Hub is asked only with --preflight
 
